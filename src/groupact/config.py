@@ -1,0 +1,276 @@
+"""Typed run configuration: YAML recipes plus dotted command-line overrides.
+
+A recipe is a YAML file (bundled ones live in ``groupact/recipes``) that fills this schema; every key
+is checked, so a typo is an error that names the nearest valid key, never a silently ignored
+setting. The resolved config is written into every run folder, so each number has its config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groupact.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split."""
+
+    kind: str = "mnist5k"          # see `groupact info` for the list
+    path: str | None = None        # file or folder for kinds that read user files
+    n_train: int = 3200
+    n_val: int = 800
+    n_test: int = 1000
+    split_seed: int = 0
+    size: int | None = None        # resize user images to size×size (None: refuse a mismatch)
+    channels: int | None = None    # convert user images to this many channels (1 or 3)
+    block_prob: float = 0.0        # rotated & blocked MNIST: chance of a white square per pair
+    block_size: int = 7
+    n_items: int | None = None     # generated datasets: how many subjects/shapes/planes
+    n_poses: int = 100             # planes: rendered poses per plane
+    cache_dir: str | None = None   # generated datasets: cache folder (default ~/.cache/groupact)
+
+
+@dataclass
+class GroupConfig:
+    """The group and its parameters (only those the named group uses are read)."""
+
+    name: str = "c4"
+    n: int = 4                     # cn: the order
+    size: int = 28                 # shift: image side in pixels
+    unit: int = 1                  # shift: pixels per step (= encoder stride for exact latents)
+    a_max: float = 2.0             # contrast: a in [1/a_max, a_max]
+    b_max: float = 1.0             # contrast: b in [-b_max, b_max]
+    inside: str | None = None      # contrast: "foreground" acts only inside the object
+
+
+@dataclass
+class PairsConfig:
+    mode: str = "anchor"           # anchor: (x, T_g x) (authors); both: (g1·x, g2·x) (Jin et al.)
+
+
+@dataclass
+class MaskConfig:
+    kind: str = "ald"              # ald | fixed | all
+    tau: float = 0.5
+    init_logit: float = 0.0
+    init_std: float = 0.01
+    variant: list[int] | None = None      # fixed: the variant channels
+    variant_fraction: float = 0.5         # fixed, when `variant` is not given: the first fraction
+
+
+@dataclass
+class ActionConfig:
+    kind: str = "spatial"          # spatial | matrix | affine
+
+
+@dataclass
+class ModelConfig:
+    net: str = "authors-mnist"
+    channels: int = 64
+    widths: list[int] = field(default_factory=lambda: [32])
+    latent_dim: int = 24
+    fibre: int = 2
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    action: ActionConfig = field(default_factory=ActionConfig)
+
+
+@dataclass
+class LossConfig:
+    kind: str = "paper"            # paper | symmetric
+    recon: float = 1.0
+    inv: float = 1.0
+    const: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    schedule: str = "constant"     # constant | onecycle
+    seed: int = 0
+    device: str = "auto"           # auto (cuda → mps → cpu) | cpu | cuda | cuda:1 | mps
+    threads: int = 0               # torch threads on CPU (0: torch's default)
+    progress: bool = True
+    val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
+
+
+@dataclass
+class EvalConfig:
+    seed: int = 1234               # test pairs are fixed by this seed: every method sees the same
+    n_pairs: int | None = None     # test pairs (None: one per test image)
+    probe_steps: int = 100         # L-BFGS iterations of the linear probes
+    probe_l2: float = 1e-3
+    figures: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- building from dicts, strictly ----------------------------------------------------------
+
+def _field_types(cls) -> dict[str, Any]:
+    """Field name → resolved type annotation (the module uses postponed annotations)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, prefix: str, valid: list[str]) -> ConfigError:
+    full = f"{prefix}{key}"
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{near[0]}'?" if near else \
+        f"; valid keys here: {', '.join(valid)}"
+    return ConfigError(f"unknown config key '{full}'{hint}")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently convert) a value against a field's type annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{where}' takes a list, e.g. [1, 2]; got {value!r}")
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{where}' takes true or false; got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{where}' takes a whole number; got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{where}' takes a number; got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{where}' takes text; got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
+    """Build dataclass ``cls`` from a nested dict; unknown or ill-typed keys are errors."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'root'}' must be a mapping; "
+                          f"got {data!r}")
+    fields = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown(str(key), prefix, sorted(fields))
+        tp = fields[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.epochs=5"`` → ``{"train": {"epochs": 5}}`` (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set takes key=value, e.g. --set train.epochs=5; got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set: bad key {key!r}; use dotted keys like train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+# --- recipes -----------------------------------------------------------------------------------
+
+def recipe_names() -> list[str]:
+    """The recipes bundled with groupact."""
+    root = resources.files("groupact") / "recipes"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(name_or_path: str) -> dict[str, Any]:
+    """A bundled recipe by name, or a YAML file by path, as a dict."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        text = path.read_text()
+    else:
+        res = resources.files("groupact") / "recipes" / f"{name_or_path}.yaml"
+        if not res.is_file():
+            near = difflib.get_close_matches(name_or_path, recipe_names(), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"unknown recipe '{name_or_path}'{hint} (see `groupact info`, or "
+                              "give a path to a .yaml file)")
+        text = res.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {name_or_path} is not valid YAML: "
+                          f"{str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {name_or_path} must be a YAML mapping")
+    return data
+
+
+def load_config(recipe: str | dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """A recipe (name, path or dict) with ``key=value`` overrides applied, fully checked."""
+    data = read_recipe(recipe) if isinstance(recipe, str) else dict(recipe)
+    for text in overrides or []:
+        data = merge(data, parse_override(text))
+    return from_dict(Config, data)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from groupact.io import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

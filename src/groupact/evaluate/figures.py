@@ -1,0 +1,175 @@
+"""PNG figures: reconstructions, orbits, latent maps, z_v/z_i swaps, training curves, the mask.
+
+Volumes are shown as their three central orthogonal slices side by side; RGB as colour images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from groupact.io import atomic_save_figure  # noqa: E402
+
+
+def to_display(x: Tensor) -> np.ndarray:
+    """(N, C, H, W) or (N, C, D, H, W) → (N, h, w) grey or (N, h, w, 3) RGB arrays in [0, 1]."""
+    x = x.detach().float().cpu()
+    if x.dim() == 5:  # three central orthogonal slices, side by side
+        d, h, w = x.shape[2:]
+        side = max(d, h, w)
+
+        def pad(s: Tensor) -> Tensor:
+            out = torch.zeros(*s.shape[:2], side, side)
+            out[..., :s.shape[-2], :s.shape[-1]] = s
+            return out
+
+        x = torch.cat([pad(x[:, :, d // 2]), pad(x[:, :, :, h // 2]), pad(x[:, :, :, :, w // 2])],
+                      dim=-1)
+    if x.shape[1] == 1:
+        return x[:, 0].numpy()
+    return x[:, :3].permute(0, 2, 3, 1).clamp(0, 1).numpy()
+
+
+def _show(ax, img: np.ndarray, cmap: str = "gray", vmin=0.0, vmax=1.0) -> None:
+    if img.ndim == 3:
+        ax.imshow(img)
+    else:
+        ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _grid(rows: list[tuple[str, np.ndarray]], titles: list[str] | None, path: Path,
+          suptitle: str, cmaps: dict[str, str] | None = None, scale: float = 1.3) -> None:
+    n_cols = len(rows[0][1])
+    aspect = rows[0][1].shape[2] / rows[0][1].shape[1]
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+                             figsize=(scale * aspect * n_cols + 1.2, scale * len(rows) + 0.6))
+    for r, (name, imgs) in enumerate(rows):
+        cmap = (cmaps or {}).get(name, "gray")
+        vmax = max(float(imgs.max()), 1e-8) if cmap != "gray" else 1.0
+        for c in range(n_cols):
+            _show(axes[r, c], imgs[c], cmap, 0.0, vmax)
+            if c == 0:
+                axes[r, c].set_ylabel(name, fontsize=9)
+            if r == 0 and titles:
+                axes[r, c].set_title(titles[c], fontsize=8)
+    fig.suptitle(suptitle, fontsize=10)
+    atomic_save_figure(path, fig)
+    plt.close(fig)
+
+
+def reconstruction_grid(x1: Tensor, x2: Tensor, pred: Tensor, labels: list[str],
+                        path: Path, title: str) -> None:
+    """Rows: input x1, target T_g x1, prediction D(Φ_g(E x1)), |error|."""
+    err = (pred - x2).abs().mean(1, keepdim=True)
+    _grid([("input", to_display(x1)), ("target", to_display(x2)),
+           ("prediction", to_display(pred)), ("|error|", to_display(err))],
+          labels, path, title, cmaps={"|error|": "magma"})
+
+
+def orbit_strip(truth: Tensor, pred: Tensor, labels: list[str], path: Path, title: str) -> None:
+    """One image through many g: the true T_g x above the latent-space prediction."""
+    _grid([("T_g x", to_display(truth)), ("D(Φ_g E x)", to_display(pred))], labels, path, title)
+
+
+def _latent_magnitude(z: Tensor) -> Tensor:
+    """Per-position magnitude summed over channels: (B, *spatial) for map/volume latents."""
+    return z.abs().sum(1, keepdim=True)
+
+
+def latent_maps(x: Tensor, z: Tensor, mask: Tensor, path: Path, title: str) -> None:
+    """|z|, |z_v|, |z_i| per image; vector latents as per-channel bars coloured by the mask."""
+    m = mask.view(1, -1, *([1] * (z.dim() - 2))).to(z)
+    if z.dim() >= 4:  # spatial latents: heat maps over positions
+        rows = [("input", to_display(x)), ("|z|", to_display(_latent_magnitude(z))),
+                ("|z_v|", to_display(_latent_magnitude(m * z))),
+                ("|z_i|", to_display(_latent_magnitude((1 - m) * z)))]
+        _grid(rows, None, path, title, cmaps={"|z|": "viridis", "|z_v|": "viridis",
+                                               "|z_i|": "viridis"})
+        return
+    norms = z.flatten(2).norm(dim=2).detach().cpu().numpy()  # (B, C)
+    n = min(6, z.shape[0])
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.2), squeeze=False)
+    imgs = to_display(x)
+    colors = np.where(mask.cpu().numpy() > 0.5, "tab:red", "tab:blue")
+    for c in range(n):
+        _show(axes[0, c], imgs[c])
+        axes[1, c].bar(np.arange(norms.shape[1]), norms[c], color=colors)
+        axes[1, c].set_xticks([])
+    axes[1, 0].set_ylabel("|fibre| (red: z_v, blue: z_i)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    atomic_save_figure(path, fig)
+    plt.close(fig)
+
+
+def swap_grid(xa: Tensor, xb: Tensor, swapped: Tensor, path: Path, title: str) -> None:
+    """Cell (i, j) decodes z_v of row image A_i with z_i of column image B_j."""
+    n, k = xa.shape[0], xb.shape[0]
+    a, b, s = to_display(xa), to_display(xb), to_display(swapped.view(n * k, *swapped.shape[2:]))
+    fig, axes = plt.subplots(n + 1, k + 1, figsize=(1.3 * (k + 1) + 0.6, 1.3 * (n + 1) + 0.6),
+                             squeeze=False)
+    axes[0, 0].axis("off")
+    axes[0, 0].text(0.5, 0.5, "z_v: row\nz_i: column", ha="center", va="center", fontsize=8)
+    for j in range(k):
+        _show(axes[0, j + 1], b[j])
+    for i in range(n):
+        _show(axes[i + 1, 0], a[i])
+        for j in range(k):
+            _show(axes[i + 1, j + 1], s[i * k + j])
+    fig.suptitle(title, fontsize=10)
+    atomic_save_figure(path, fig)
+    plt.close(fig)
+
+
+def training_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Train/validation losses (log scale) and validation PSNR per epoch."""
+    if not records:
+        return
+    ep = [r["epoch"] for r in records]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in sorted(k for k in records[-1] if k.startswith(("train_", "val_")) and
+                      k != "val_psnr"):
+        a.plot(ep, [r.get(key, np.nan) for r in records], label=key,
+               linestyle="-" if key.startswith("train") else "--")
+    a.set_yscale("log")
+    a.set_xlabel("epoch")
+    a.legend(fontsize=7)
+    a.set_title("losses")
+    b.plot(ep, [r.get("val_psnr", np.nan) for r in records], color="tab:green")
+    b.set_xlabel("epoch")
+    b.set_ylabel("dB")
+    b.set_title("validation PSNR of T_g x through the latent")
+    fig.suptitle(title, fontsize=10)
+    atomic_save_figure(path, fig)
+    plt.close(fig)
+
+
+def mask_over_epochs(records: list[dict[str, Any]], tau: float | None, path: Path,
+                     title: str) -> None:
+    """σ(α) of every channel per epoch (heat map) and the fraction of variant channels."""
+    if not records or "mask_probs" not in records[0]:
+        return
+    probs = np.array([r["mask_probs"] for r in records]).T  # (C, epochs)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1.3]})
+    im = a.imshow(probs, aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest",
+                  extent=(0.5, len(records) + 0.5, probs.shape[0] - 0.5, -0.5))
+    a.set_xlabel("epoch")
+    a.set_ylabel("channel")
+    a.set_title("σ(α) per channel" + (f" (variant if > τ = {tau:g})" if tau is not None else ""))
+    fig.colorbar(im, ax=a)
+    b.plot([r["epoch"] for r in records], [r["mask_fraction"] for r in records])
+    b.set_ylim(0, 1)
+    b.set_xlabel("epoch")
+    b.set_title("fraction variant")
+    fig.suptitle(title, fontsize=10)
+    atomic_save_figure(path, fig)
+    plt.close(fig)

@@ -1,0 +1,140 @@
+"""The group interface: batched elements as tensors, group laws, and the action on images.
+
+Every method takes and returns a *batch* of elements (leading dimension B), so data generation,
+losses and latent actions never loop over samples in Python. Composition follows the usual
+convention ``compose(a, b) = a·b``: act with ``b`` first, then with ``a``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from groupact.errors import GroupactError
+
+
+class Group(ABC):
+    """A group G with a batched action T_g on images (B, C, H, W) or volumes (B, C, D, H, W)."""
+
+    #: short registry name, e.g. ``"c4"``
+    name: str = ""
+    #: True when ``act_image`` is exact (no interpolation) for every element
+    exact: bool = False
+    #: spatial dimensions the action works on (2 for images, 3 for volumes)
+    spatial_dims: int = 2
+    #: the size k of the k×k matrix representation used by :class:`MatrixAction` (0 = none)
+    matrix_dim: int = 0
+
+    # --- elements -------------------------------------------------------------------------
+    @abstractmethod
+    def identity(self, n: int, device: torch.device | str | None = None) -> Tensor:
+        """n copies of the identity element."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:
+        """n elements drawn from the group's uniform (Haar) distribution."""
+
+    @abstractmethod
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        """The products a·b (act with b first), elementwise over the batch."""
+
+    @abstractmethod
+    def inverse(self, g: Tensor) -> Tensor:
+        """The inverses g⁻¹."""
+
+    @abstractmethod
+    def distance(self, a: Tensor, b: Tensor) -> Tensor:
+        """A per-element distance (0 iff equal) used by tests and to detect identities."""
+
+    def relative(self, g1: Tensor, g2: Tensor) -> Tensor:
+        """The element g with g·(g1·x) = g2·x, i.e. g = g2·g1⁻¹ (Jin et al.'s pair element)."""
+        return self.compose(g2, self.inverse(g1))
+
+    def is_identity(self, g: Tensor, atol: float = 1e-6) -> Tensor:
+        """Boolean mask of the elements that equal the identity."""
+        return self.distance(g, self.identity(g.shape[0], g.device)) <= atol
+
+    def sample_non_identity(self, n: int, generator: torch.Generator | None = None,
+                            device: torch.device | str | None = None) -> Tensor:
+        """Like :meth:`sample`, but never the identity (for finite groups it has mass 1/|G|).
+
+        Evaluation pairs use this so that the do-nothing answer cannot score an infinite PSNR.
+        """
+        g = self.sample(n, generator, device)
+        for _ in range(64):
+            bad = self.is_identity(g)
+            if not bool(bad.any()):
+                return g
+            g = torch.where(_expand_mask(bad, g), self.sample(n, generator, device), g)
+        raise RuntimeError(f"group {self.name} kept sampling the identity")
+
+    def elements(self, device: torch.device | str | None = None) -> Tensor | None:
+        """All elements of a finite group, or None for a continuous one."""
+        return None
+
+    def orbit_elements(self, n: int, device: torch.device | str | None = None) -> Tensor:
+        """n elements spread along the group, for orbit figures (identity first)."""
+        all_elements = self.elements(device)
+        if all_elements is not None:
+            return all_elements[:n]
+        raise NotImplementedError
+
+    # --- actions --------------------------------------------------------------------------
+    @abstractmethod
+    def act_image(self, x: Tensor, g: Tensor) -> Tensor:
+        """T_g(x) for a batch of images or volumes, one element per sample."""
+
+    def act_map(self, z: Tensor, g: Tensor) -> Tensor:
+        """The group's geometric action on latent feature maps (the spatial latent action).
+
+        The default is the image action at the map's resolution, right for rotations about the
+        centre; groups whose elements carry a length (shifts) override it.
+        """
+        return self.act_image(z, g)
+
+    def matrix(self, g: Tensor) -> Tensor:
+        """ρ(g) as (B, k, k) matrices: a representation, ρ(a·b) = ρ(a)ρ(b)."""
+        raise GroupactError(f"group '{self.name}' has no matrix representation; "
+                            "use action.kind=spatial")
+
+    # --- text -----------------------------------------------------------------------------
+    @abstractmethod
+    def parse(self, text: str) -> Tensor:
+        """One element from the command line (a batch of 1); raises GroupactError if invalid."""
+
+    @abstractmethod
+    def describe(self, g: Tensor) -> list[str]:
+        """Human-readable labels, one per element (for figures and logs)."""
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a GroupactError if x is not a batch this group can act on."""
+        want = 2 + self.spatial_dims
+        if x.dim() != want:
+            kind = "images (B, C, H, W)" if self.spatial_dims == 2 else "volumes (B, C, D, H, W)"
+            raise GroupactError(f"group '{self.name}' acts on {kind}; got a tensor of shape "
+                                f"{tuple(x.shape)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """Broadcast a (B,) mask over the trailing dimensions of an element tensor."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def apply_grouped(x: Tensor, key: Tensor, n_values: int, fn) -> Tensor:
+    """Apply ``fn(x_subset, j)`` to the samples whose element index ``key`` equals j.
+
+    Loops over the distinct elements of a finite group (at most |G|, e.g. 4 or 24), never over
+    samples: exact actions such as rot90, cube rotations and rolls take one element per call.
+    """
+    out = torch.empty_like(x)
+    for j in range(n_values):
+        idx = (key == j).nonzero(as_tuple=True)[0]
+        if idx.numel():
+            out[idx] = fn(x[idx], j)
+    return out

@@ -1,0 +1,8 @@
+"""Latents as channels × fibres: masks choose channels, actions move fibres."""
+
+from groupact.latent.actions import (ACTIONS, AffineAction, LatentAction, MatrixAction,
+                                     SpatialAction, build_action)
+from groupact.latent.masks import ALDMask, AllVariantMask, ChannelMask, FixedMask
+
+__all__ = ["ACTIONS", "ALDMask", "AffineAction", "AllVariantMask", "ChannelMask", "FixedMask",
+           "LatentAction", "MatrixAction", "SpatialAction", "build_action"]

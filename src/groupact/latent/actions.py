@@ -1,0 +1,87 @@
+"""Latent actions Φ_g: how a group element moves the fibres of a latent (B, C, *fibre).
+
+An action acts on every channel; the model keeps only the variant channels of the result
+(Φ_g(z) = M ⊙ action(z, g) + (1 − M) ⊙ z), so masks and actions are independent parts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from groupact.errors import ConfigError
+from groupact.groups import Group
+
+
+class LatentAction(nn.Module):
+    """Base: ``forward(z, g)`` → the acted latent, same shape as z."""
+
+    def __init__(self, group: Group):
+        super().__init__()
+        self.group = group
+
+    def check_fibre(self, fibre: tuple[int, ...]) -> None:
+        """Raise a ConfigError if this action cannot act on fibres of this shape."""
+
+
+class SpatialAction(LatentAction):
+    """The group's own geometric action on each channel's feature map or feature volume.
+
+    rot90 for C4, grid rotation for SO(2)/SO(3), exact permutations for cube turns, rolls for
+    shifts: the authors' MNIST action (each 7×7 map turned like the image).
+    """
+
+    def check_fibre(self, fibre):
+        if len(fibre) != self.group.spatial_dims:
+            raise ConfigError(f"action.kind=spatial for group '{self.group.name}' needs "
+                              f"{self.group.spatial_dims}-D feature maps per channel; the latent's "
+                              f"fibres are {fibre} (use action.kind=matrix for vector latents)")
+
+    def forward(self, z: Tensor, g: Tensor) -> Tensor:
+        return self.group.act_map(z, g)
+
+
+class MatrixAction(LatentAction):
+    """ρ(g) on k-vector fibres (Jin et al.): z of shape (B, C, k), each channel a k-vector."""
+
+    def check_fibre(self, fibre):
+        k = self.group.matrix_dim
+        if k == 0:
+            raise ConfigError(f"group '{self.group.name}' has no matrix representation")
+        if fibre != (k,):
+            raise ConfigError(f"action.kind=matrix for group '{self.group.name}' needs fibres of "
+                              f"size {k}; the latent's fibres are {fibre} (set model.fibre={k})")
+
+    def forward(self, z: Tensor, g: Tensor) -> Tensor:
+        rho = self.group.matrix(g).to(z)
+        return torch.einsum("bij,bcj->bci", rho, z)
+
+
+class AffineAction(LatentAction):
+    """a·z + b on every entry of the variant channels: the contrast group Aff(R) (Jin et al.).
+
+    Uses the group's homogeneous 2×2 representation [[a, b], [0, 1]], so it works for any fibre.
+    """
+
+    def check_fibre(self, fibre):
+        if self.group.matrix_dim != 2:
+            raise ConfigError(f"action.kind=affine needs a 1-D affine group (contrast); got "
+                              f"'{self.group.name}'")
+
+    def forward(self, z: Tensor, g: Tensor) -> Tensor:
+        rho = self.group.matrix(g).to(z)
+        shape = (-1,) + (1,) * (z.dim() - 1)
+        return rho[:, 0, 0].view(shape) * z + rho[:, 0, 1].view(shape)
+
+
+ACTIONS: dict[str, type[LatentAction]] = {
+    "spatial": SpatialAction,
+    "matrix": MatrixAction,
+    "affine": AffineAction,
+}
+
+
+def build_action(kind: str, group: Group) -> LatentAction:
+    if kind not in ACTIONS:
+        raise ConfigError(f"unknown action.kind '{kind}'; choose one of: {', '.join(ACTIONS)}")
+    return ACTIONS[kind](group)

@@ -1,0 +1,77 @@
+"""Training objectives.
+
+- :func:`paper_loss` (ALD paper): λ_r·‖D(Φ_g(E x1)) − x2‖² + λ_i·‖z_i(x1) − sg[z_i(x2)]‖²
+  + λ_v·‖Φ^v_g(z_v(x1)) − sg[z_v(x2)]‖². The target branch only needs the encoder, and runs
+  without gradient (sg = stop-gradient).
+- :func:`symmetric_loss` (Jin et al. 2024): ‖x2 − D(g·z1)‖² + ‖x1 − D(g⁻¹·z2)‖², both branches
+  trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from groupact.data.pairs import PairBatch
+from groupact.errors import ConfigError
+from groupact.model import GroupActionAutoencoder
+
+
+@dataclass
+class LossWeights:
+    recon: float = 1.0
+    inv: float = 1.0
+    const: float = 1.0
+
+
+def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
+               w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    """The ALD objective; returns the total and its parts (as floats, for logs)."""
+    z1 = model.encode(batch.x1)
+    with torch.no_grad():
+        z2 = model.encode(batch.x2)
+    m = model.mask_like(z1)
+    moved = model.action(z1, batch.g)
+    x_hat = model.decode(m * moved + (1 - m) * z1)
+    recon = F.mse_loss(x_hat, batch.x2)
+    total = w.recon * recon
+    parts = {"recon": recon}
+    if w.inv:
+        parts["inv"] = F.mse_loss((1 - m) * z1, (1 - m) * z2)
+        total = total + w.inv * parts["inv"]
+    if w.const:
+        parts["const"] = F.mse_loss(m * moved, m * z2)
+        total = total + w.const * parts["const"]
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
+                   w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    """Jin et al.'s two-way reconstruction; λ_i/λ_v add the paper's latent terms if non-zero."""
+    z1, z2 = model.encode(batch.x1), model.encode(batch.x2)
+    g_inv = model.group.inverse(batch.g)
+    m = model.mask_like(z1)
+    fwd = F.mse_loss(model.decode(model.act(z1, batch.g, m)), batch.x2)
+    bwd = F.mse_loss(model.decode(model.act(z2, g_inv, m)), batch.x1)
+    recon = fwd + bwd
+    total = w.recon * recon
+    parts = {"recon": recon}
+    if w.inv:
+        parts["inv"] = F.mse_loss((1 - m) * z1, (1 - m) * z2.detach())
+        total = total + w.inv * parts["inv"]
+    if w.const:
+        parts["const"] = F.mse_loss(m * model.action(z1, batch.g), m * z2.detach())
+        total = total + w.const * parts["const"]
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+LOSSES = {"paper": paper_loss, "symmetric": symmetric_loss}
+
+
+def get_loss(kind: str):
+    if kind not in LOSSES:
+        raise ConfigError(f"unknown loss.kind '{kind}'; choose one of: {', '.join(LOSSES)}")
+    return LOSSES[kind]

@@ -1,0 +1,91 @@
+"""The model: encoder → mask (split) → latent action → decoder.
+
+``D(Φ_g(E(x))) ≈ T_g(x)`` with ``Φ_g(z) = M ⊙ action_g(z) + (1 − M) ⊙ z``: the mask M chooses the
+channels the group moves, the action moves their fibres, the rest passes through untouched.
+Any encoder/decoder pair plugs in, as long as the encoder returns (B, C, *fibre) and the decoder
+takes that shape back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from groupact.errors import ConfigError
+from groupact.groups import Group
+from groupact.latent import ChannelMask, LatentAction
+
+
+class GroupActionAutoencoder(nn.Module):
+    """An autoencoder whose latent carries a group action on a (learned or fixed) channel subset."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, group: Group,
+                 mask: ChannelMask, action: LatentAction,
+                 latent_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.group, self.mask, self.action = group, mask, action
+        self.latent_shape = tuple(latent_shape) if latent_shape is not None else None
+        if self.latent_shape is not None:
+            self._check_latent(self.latent_shape)
+
+    @classmethod
+    def for_input(cls, encoder: nn.Module, decoder: nn.Module, group: Group,
+                  mask_factory, action: LatentAction,
+                  input_shape: tuple[int, ...]) -> "GroupActionAutoencoder":
+        """Build with the latent shape found by one dry run of the encoder on ``input_shape``.
+
+        ``mask_factory(channels)`` makes the mask once the channel count is known.
+        """
+        with torch.no_grad():
+            z = encoder(torch.zeros(2, *input_shape))
+        mask = mask_factory(z.shape[1])
+        return cls(encoder, decoder, group, mask, action, tuple(z.shape[1:]))
+
+    def _check_latent(self, shape: tuple[int, ...]) -> None:
+        if len(shape) < 2:
+            raise ConfigError(f"the encoder must return (B, C, *fibre); got a latent of shape "
+                              f"(B, {', '.join(map(str, shape))}); add nn.Unflatten(1, (C, k))")
+        if shape[0] != self.mask.channels:
+            raise ConfigError(f"the mask has {self.mask.channels} channels but the latent has "
+                              f"{shape[0]}")
+        self.action.check_fibre(tuple(shape[1:]))
+
+    # --- the pieces -------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def mask_like(self, z: Tensor) -> Tensor:
+        """The (C,) mask broadcast over (B, C, *fibre), with the STE gradient path."""
+        m = self.mask()
+        return m.view(1, -1, *([1] * (z.dim() - 2))).to(z.dtype)
+
+    def split(self, z: Tensor, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(z_v, z_i) = (M ⊙ z, (1 − M) ⊙ z)."""
+        m = self.mask_like(z) if m is None else m
+        return m * z, (1 - m) * z
+
+    def act(self, z: Tensor, g: Tensor, m: Tensor | None = None) -> Tensor:
+        """Φ_g(z): move the variant channels, keep the invariant ones."""
+        m = self.mask_like(z) if m is None else m
+        return m * self.action(z, g) + (1 - m) * z
+
+    def forward(self, x: Tensor, g: Tensor) -> Tensor:
+        """D(Φ_g(E(x))): the transformed image predicted through the latent space."""
+        return self.decode(self.act(self.encode(x), g))
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def transform(self, x: Tensor, g: Tensor) -> Tensor:
+        """Inference helper: T_g(x) through the latent space, in eval mode, without gradients."""
+        was = self.training
+        self.eval()
+        try:
+            return self(x, g)
+        finally:
+            self.train(was)

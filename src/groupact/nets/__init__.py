@@ -1,0 +1,123 @@
+"""Network registry: a recipe's ``model.net`` names an encoder/decoder pair for an input shape.
+
+Any user nn.Module pair plugs in through :class:`groupact.model.GroupActionAutoencoder`; the
+registry only makes the recipes' networks available by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from groupact.errors import ConfigError
+from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead, VectorTail,
+                                VolumeToMap, conv_decoder, conv_encoder)
+
+
+@dataclass
+class NetSpec:
+    """Options a builder reads from ``model.*`` (unused ones are ignored by that builder)."""
+
+    input_shape: tuple[int, ...]
+    channels: int = 64
+    widths: tuple[int, ...] = (32,)
+    latent_dim: int = 24
+    fibre: int = 2
+
+
+Builder = Callable[[NetSpec], tuple[nn.Module, nn.Module]]
+
+
+def _spatial_side(spec: NetSpec, dims: int, name: str) -> None:
+    if len(spec.input_shape) != dims + 1:
+        kind = "images (C, H, W)" if dims == 2 else "volumes (C, D, H, W)"
+        raise ConfigError(f"net '{name}' takes {kind}; the data has shape {spec.input_shape}")
+    factor = 2 ** (len(spec.widths) + 1)
+    bad = [s for s in spec.input_shape[1:] if s % factor]
+    if bad:
+        raise ConfigError(f"net '{name}' halves the side {len(spec.widths) + 1} times, so sides "
+                          f"must be multiples of {factor}; the data has {spec.input_shape[1:]}")
+
+
+def _conv2d(spec: NetSpec):
+    _spatial_side(spec, 2, "conv2d")
+    c = spec.input_shape[0]
+    return (conv_encoder(2, c, spec.widths, spec.channels),
+            conv_decoder(2, c, spec.widths, spec.channels))
+
+
+def _conv3d(spec: NetSpec):
+    _spatial_side(spec, 3, "conv3d")
+    c = spec.input_shape[0]
+    return (conv_encoder(3, c, spec.widths, spec.channels),
+            conv_decoder(3, c, spec.widths, spec.channels))
+
+
+def _authors_mnist(spec: NetSpec):
+    if tuple(spec.input_shape[1:]) != (28, 28):
+        raise ConfigError(f"net 'authors-mnist' takes 28×28 images; the data is "
+                          f"{spec.input_shape[1:]} (set data.size=28 to resize)")
+    c = spec.input_shape[0]
+    return conv_encoder(2, c, (32,), 64), conv_decoder(2, c, (32,), 64)
+
+
+def _jin_mnist(spec: NetSpec):
+    if tuple(spec.input_shape[1:]) != (28, 28):
+        raise ConfigError(f"net 'jin-mnist' takes 28×28 images; the data is "
+                          f"{spec.input_shape[1:]} (set data.size=28 to resize)")
+    if spec.latent_dim % spec.fibre:
+        raise ConfigError(f"model.latent_dim={spec.latent_dim} is not a multiple of "
+                          f"model.fibre={spec.fibre}")
+    c = spec.input_shape[0]
+    return (JinEncoder(c, spec.latent_dim, spec.fibre), JinDecoder(c, spec.latent_dim))
+
+
+def _conv2d_vector(spec: NetSpec):
+    _spatial_side(spec, 2, "conv2d-vector")
+    if spec.latent_dim % spec.fibre:
+        raise ConfigError(f"model.latent_dim={spec.latent_dim} is not a multiple of "
+                          f"model.fibre={spec.fibre}")
+    c, h, w = spec.input_shape
+    f = 2 ** (len(spec.widths) + 1)
+    body_shape = (spec.channels, h // f, w // f)
+    feats = spec.channels * (h // f) * (w // f)
+    enc = VectorHead(conv_encoder(2, c, spec.widths, spec.channels), feats, spec.latent_dim,
+                     spec.fibre)
+    dec = VectorTail(conv_decoder(2, c, spec.widths, spec.channels), body_shape, spec.latent_dim)
+    return enc, dec
+
+
+def _conv2d_volume(spec: NetSpec):
+    """2D images to a latent of small 3D volumes (C channels of S×S×S), for SO(3) on pictures."""
+    _spatial_side(spec, 2, "conv2d-volume")
+    c, h, _ = spec.input_shape
+    side = h // 2 ** (len(spec.widths) + 1)
+    enc = nn.Sequential(conv_encoder(2, c, spec.widths, spec.channels * side),
+                        MapToVolume(spec.channels))
+    dec = nn.Sequential(VolumeToMap(), conv_decoder(2, c, spec.widths, spec.channels * side))
+    return enc, dec
+
+
+NETS: dict[str, tuple[Builder, str]] = {
+    "authors-mnist": (_authors_mnist, "the paper's MNIST net: conv 1→32→64 (4×4, stride 2), "
+                                      "64×7×7 latent, mirrored decoder"),
+    "jin-mnist": (_jin_mnist, "Jin et al.'s MNIST net: 4 stride-2 convs, FC 256, FC latent_dim "
+                              "as (latent_dim/fibre)×fibre vectors"),
+    "conv2d": (_conv2d, "stride-2 conv encoder/decoder for images; latent C×(H/2^L)×(W/2^L)"),
+    "conv3d": (_conv3d, "stride-2 Conv3d encoder/decoder for volumes; latent C×small volume"),
+    "conv2d-vector": (_conv2d_vector, "conv encoder + FC to a vector latent of k-vector fibres"),
+    "conv2d-volume": (_conv2d_volume, "conv encoder whose latent is C small 3D volumes "
+                                      "(SO(3) on pictures of 3D objects)"),
+}
+
+
+def build_nets(name: str, spec: NetSpec) -> tuple[nn.Module, nn.Module]:
+    """The (encoder, decoder) pair a recipe names, built for its input shape."""
+    if name not in NETS:
+        raise ConfigError(f"unknown model.net '{name}'; choose one of: {', '.join(sorted(NETS))}")
+    return NETS[name][0](spec)
+
+
+__all__ = ["NETS", "NetSpec", "build_nets"]
