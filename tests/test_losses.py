@@ -63,3 +63,13 @@ def test_symmetric_loss_is_both_ways():
         fwd = F.mse_loss(model(b.x1, b.g), b.x2)
         bwd = F.mse_loss(model(b.x2, model.group.inverse(b.g)), b.x1)
     assert torch.isclose(total, fwd + bwd)
+
+
+def test_relative_latent_terms_do_not_reward_shrinking_the_latent():
+    from groupact.losses import latent_term
+    pred = torch.randn(4, 8, 7, 7, generator=torch.Generator().manual_seed(0))
+    target = torch.randn(4, 8, 7, 7, generator=torch.Generator().manual_seed(1))
+    for c in (0.01, 10.0):
+        assert torch.isclose(latent_term(c * pred, c * target, True), latent_term(pred, target, True))
+        assert torch.isclose(latent_term(c * pred, c * target, False),
+                             c ** 2 * latent_term(pred, target, False))

@@ -25,6 +25,17 @@ class LossWeights:
     recon: float = 1.0
     inv: float = 1.0
     const: float = 1.0
+    #: divide each latent term by the (stop-gradient) energy of its target, so shrinking the whole
+    #: latent towards 0 no longer lowers L_inv and L_const (the paper's terms reward that collapse)
+    relative: bool = False
+
+
+def latent_term(pred: Tensor, target: Tensor, relative: bool) -> Tensor:
+    """‖pred − target‖² (mean); with ``relative``, over sg[‖target‖²] (mean) — scale-free."""
+    err = F.mse_loss(pred, target)
+    if not relative:
+        return err
+    return err / target.detach().pow(2).mean().clamp_min(1e-8)
 
 
 def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
@@ -40,10 +51,10 @@ def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
     total = w.recon * recon
     parts = {"recon": recon}
     if w.inv:
-        parts["inv"] = F.mse_loss((1 - m) * z1, (1 - m) * z2)
+        parts["inv"] = latent_term((1 - m) * z1, (1 - m) * z2, w.relative)
         total = total + w.inv * parts["inv"]
     if w.const:
-        parts["const"] = F.mse_loss(m * moved, m * z2)
+        parts["const"] = latent_term(m * moved, m * z2, w.relative)
         total = total + w.const * parts["const"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -60,10 +71,10 @@ def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
     total = w.recon * recon
     parts = {"recon": recon}
     if w.inv:
-        parts["inv"] = F.mse_loss((1 - m) * z1, (1 - m) * z2.detach())
+        parts["inv"] = latent_term((1 - m) * z1, (1 - m) * z2.detach(), w.relative)
         total = total + w.inv * parts["inv"]
     if w.const:
-        parts["const"] = F.mse_loss(m * model.action(z1, batch.g), m * z2.detach())
+        parts["const"] = latent_term(m * model.action(z1, batch.g), m * z2.detach(), w.relative)
         total = total + w.const * parts["const"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
 

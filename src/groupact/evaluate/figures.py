@@ -86,26 +86,39 @@ def _latent_magnitude(z: Tensor) -> Tensor:
     return z.abs().sum(1, keepdim=True)
 
 
-def latent_maps(x: Tensor, z: Tensor, mask: Tensor, path: Path, title: str) -> None:
-    """|z|, |z_v|, |z_i| per image; vector latents as per-channel bars coloured by the mask."""
+def latent_maps(x: Tensor, z: Tensor, mask: Tensor, path: Path, title: str,
+                decoded_v: Tensor | None = None, decoded_i: Tensor | None = None) -> None:
+    """|z|, |z_v|, |z_i| per image, and optionally D(z_v) and D(z_i) decoded on their own.
+
+    Spatial latents show heat maps over positions; vector latents show per-channel bars coloured
+    by the mask. The decoded rows show what each part carries (for blocked MNIST: the digit in
+    z_v, the block in z_i).
+    """
     m = mask.view(1, -1, *([1] * (z.dim() - 2))).to(z)
+    parts = []
+    if decoded_v is not None and decoded_i is not None:
+        parts = [("D(z_v, 0)", to_display(decoded_v)), ("D(0, z_i)", to_display(decoded_i))]
     if z.dim() >= 4:  # spatial latents: heat maps over positions
         rows = [("input", to_display(x)), ("|z|", to_display(_latent_magnitude(z))),
                 ("|z_v|", to_display(_latent_magnitude(m * z))),
-                ("|z_i|", to_display(_latent_magnitude((1 - m) * z)))]
+                ("|z_i|", to_display(_latent_magnitude((1 - m) * z)))] + parts
         _grid(rows, None, path, title, cmaps={"|z|": "viridis", "|z_v|": "viridis",
                                                "|z_i|": "viridis"})
         return
     norms = z.flatten(2).norm(dim=2).detach().cpu().numpy()  # (B, C)
     n = min(6, z.shape[0])
-    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.2), squeeze=False)
-    imgs = to_display(x)
+    rows = [("input", to_display(x))] + parts
+    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(2.2 * n, 2.1 * (len(rows) + 1)),
+                             squeeze=False)
     colors = np.where(mask.cpu().numpy() > 0.5, "tab:red", "tab:blue")
     for c in range(n):
-        _show(axes[0, c], imgs[c])
-        axes[1, c].bar(np.arange(norms.shape[1]), norms[c], color=colors)
-        axes[1, c].set_xticks([])
-    axes[1, 0].set_ylabel("|fibre| (red: z_v, blue: z_i)", fontsize=8)
+        for r, (name, imgs) in enumerate(rows):
+            _show(axes[r, c], imgs[c])
+            if c == 0:
+                axes[r, c].set_ylabel(name, fontsize=9)
+        axes[-1, c].bar(np.arange(norms.shape[1]), norms[c], color=colors)
+        axes[-1, c].set_xticks([])
+    axes[-1, 0].set_ylabel("|fibre| (red: z_v, blue: z_i)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     atomic_save_figure(path, fig)
     plt.close(fig)

@@ -1,0 +1,97 @@
+"""The command line end to end on tiny data, and its one-line errors for user mistakes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from groupact.cli import main
+from groupact.data.mnist import load_mnist5k
+
+TINY = ["--set", "data.n_train=640", "--set", "data.n_val=64", "--set", "data.n_test=64",
+        "--set", "train.lr=0.003", "--set", "train.batch_size=32",
+        "--set", "train.epochs=3", "--set", "train.progress=false", "--set", "eval.probe_steps=10"]
+
+FLAT_KEYS = ["psnr", "ssim", "psnr_identity", "ssim_identity", "inv_error", "equiv_error",
+             "homomorphism_error", "mask_fraction", "probe_zi", "probe_zv", "probe_z",
+             "probe_zi_upright", "probe_zv_upright", "probe_z_upright"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "rotmnist-c4", "--run-dir", str(d)] + TINY) == 0
+    return d
+
+
+def test_train_writes_metrics_and_figures(run_dir):
+    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    for key in FLAT_KEYS:
+        assert key in m, key
+    assert m["homomorphism_error"] == 0.0          # rot90 on maps is an exact representation
+    for fig in ("reconstructions.png", "orbit.png", "latent_maps.png", "swap.png",
+                "training_curves.png", "mask.png"):
+        assert (run_dir / "eval" / "figures" / fig).stat().st_size > 1000, fig
+    assert "PSNR" in (run_dir / "eval" / "summary.md").read_text()
+
+
+def test_evaluate_is_repeatable(run_dir, tmp_path):
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "e"), "--no-figures"]) == 0
+    a = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert a["psnr"] == b["psnr"] and a["probe_z"] == b["probe_z"]
+
+
+def test_transform_turns_a_digit(run_dir, tmp_path):
+    digit = load_mnist5k(10, 10, 10).test.images[0, 0]
+    Image.fromarray((digit.numpy() * 255).astype(np.uint8)).save(tmp_path / "d.png")
+    assert main(["transform", str(run_dir), "--input", str(tmp_path / "d.png"), "--g", "90",
+                 "--output", str(tmp_path / "out.png")]) == 0
+    out = torch.from_numpy(np.asarray(Image.open(tmp_path / "out.png"))).float() / 255
+    turned = torch.rot90(digit, 1)
+    # the output is closer to the turned digit than to the input or the other turns
+    err = {k: float((out - torch.rot90(digit, k)).pow(2).mean()) for k in range(4)}
+    assert min(err, key=err.get) == 1, err
+    assert err[1] < float((turned - digit).pow(2).mean())
+    assert main(["transform", str(run_dir), "--input", str(tmp_path / "d.png"), "--orbit", "4",
+                 "--output", str(tmp_path / "orbit.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "orbit.png")).shape == (28, 5 * 28)
+
+
+def _one_line_error(capsys, argv, needle):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("groupact: error:"), err
+    assert needle in err[0], err[0]
+
+
+def test_user_mistakes_are_one_line_errors(run_dir, tmp_path, capsys):
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    _one_line_error(capsys, ["transform", str(run_dir), "--input", str(tmp_path / "big.png"),
+                             "--g", "90", "--output", str(tmp_path / "o.png")], "32×32")
+    _one_line_error(capsys, ["transform", str(run_dir), "--input", str(tmp_path / "junk.png"),
+                             "--g", "90", "--output", str(tmp_path / "o.png")], "cannot read")
+    _one_line_error(capsys, ["transform", str(tmp_path / "nope"), "--input", "x.png", "--g", "90",
+                             "--output", str(tmp_path / "o.png")], "does not exist")
+    _one_line_error(capsys, ["transform", str(run_dir), "--input", str(tmp_path / "big.png"),
+                             "--g", "45", "--output", str(tmp_path / "o.png")], "32×32")
+    _one_line_error(capsys, ["train", "rotmnist-c4", "--set", "train.epoks=3"], "train.epochs")
+    _one_line_error(capsys, ["train", "rotmnist-c4", "--run-dir", str(tmp_path / "r"),
+                             "--set", "data.kind=mnist", "--set", f"data.path={tmp_path}/mn"],
+                    "train-images-idx3-ubyte")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_console_entry_point_and_info():
+    out = subprocess.run([sys.executable, "-m", "groupact.cli", "info"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "rotmnist-c4" in out and "so3" in out
+    bad = subprocess.run([sys.executable, "-m", "groupact.cli", "train", "rotmnist-c4", "--set",
+                          "nope=1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
