@@ -15,7 +15,7 @@ from groupact.nets import NetSpec, build_nets
 def group_from_config(cfg: Config) -> Group:
     g = cfg.group
     return build_group(g.name, n=g.n, size=g.size, unit=g.unit, a_max=g.a_max, b_max=g.b_max,
-                       inside=g.inside)
+                       inside=g.inside or "all")
 
 
 def mask_factory(cfg: Config, seed: int):

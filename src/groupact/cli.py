@@ -7,6 +7,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,11 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a recipe into a run folder (then evaluate it)",
                        description="Train a recipe (a bundled name from `groupact info`, or a "
                                    "YAML file) and evaluate the best checkpoint.")
-    t.add_argument("recipe", help="recipe name (e.g. rotmnist-c4) or path to a .yaml file")
+    t.add_argument("recipe", nargs="?",
+                   help="recipe name (e.g. rotmnist-c4) or path to a .yaml file (optional with "
+                        "--resume: the run's own config.yaml is used)")
     t.add_argument("--run-dir", help="output folder (default: runs/RECIPE)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=5 (repeatable)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir exactly where it stopped, with its own "
+                        "config (--set may change only train.epochs and how it runs)")
     t.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
 
@@ -50,18 +55,48 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--orbit", type=int, metavar="N", help="write an orbit strip of N elements")
     x.add_argument("--output", required=True, help="output PNG")
 
+    r = sub.add_parser("report", help="one Markdown table of several evaluated runs",
+                       description="Tabulate RUN_DIR/eval/metrics.json of each run folder.")
+    r.add_argument("run_dirs", nargs="+")
+    r.add_argument("--output", help="write the table to this file (default: print it)")
+
     sub.add_parser("info", help="list recipes, datasets, groups, networks and actions")
     return p
 
 
 def cmd_train(args) -> int:
-    from groupact.config import load_config
-    from groupact.train import train_run
+    """Train (or resume) a run; under ``torchrun``, one data-parallel rank of it."""
+    from groupact.distributed import init_from_env
 
-    cfg = load_config(args.recipe, args.overrides)
-    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
-    train_run(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
-    if not args.no_eval:
+    comm = init_from_env()
+    try:
+        return _train(args, comm)
+    finally:
+        comm.close()
+
+
+def _train(args, comm) -> int:
+    from groupact.config import load_config
+    from groupact.train import resume_config, signal_name, train_run
+
+    if args.resume:
+        if args.run_dir is None and args.recipe is None:
+            raise GroupactError("--resume needs --run-dir RUN_DIR (or the recipe, for runs/RECIPE)")
+        run_dir = Path(args.run_dir or Path("runs") / load_config(args.recipe).name)
+        cfg = comm.run_on_main(lambda: resume_config(run_dir, args.recipe, args.overrides))
+    else:
+        if args.recipe is None:
+            raise GroupactError("give a recipe to train (see `groupact info`), or --resume "
+                                "--run-dir RUN_DIR to continue a run")
+        cfg = load_config(args.recipe, args.overrides)
+        run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    trainer = train_run(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, comm=comm)
+    if trainer.stopped_by is not None:
+        if comm.is_main:
+            print(f"groupact: stopped by {signal_name(trainer.stopped_by)}; checkpoint saved; "
+                  f"resume with: groupact train --resume --run-dir {run_dir}", file=sys.stderr)
+        return 128 + trainer.stopped_by
+    if not args.no_eval and comm.is_main:
         from groupact.evaluate.evaluate import evaluate_run
         m = evaluate_run(run_dir)
         print(f"{cfg.name}: test PSNR {m['psnr']:.2f} dB (do nothing {m['psnr_identity']:.2f}), "
@@ -115,8 +150,20 @@ def cmd_info(_args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from groupact.evaluate.report import metrics_table
+    from groupact.io import atomic_write_text
+
+    table = metrics_table(args.run_dirs)
+    if args.output:
+        atomic_write_text(Path(args.output), table)
+    else:
+        print(table, end="")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transform": cmd_transform,
-            "info": cmd_info}
+            "report": cmd_report, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except GroupactError as e:
-        print(f"groupact: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all ranks
+            print(f"groupact: error: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("groupact: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,9 +28,9 @@ class DataConfig:
 
     kind: str = "mnist5k"          # see `groupact info` for the list
     path: str | None = None        # file or folder for kinds that read user files
-    n_train: int = 3200
-    n_val: int = 800
-    n_test: int = 1000
+    n_train: int | None = None     # split sizes; None: the dataset's own default
+    n_val: int | None = None
+    n_test: int | None = None
     split_seed: int = 0
     size: int | None = None        # resize user images to size×size (None: refuse a mismatch)
     channels: int | None = None    # convert user images to this many channels (1 or 3)
@@ -50,7 +51,7 @@ class GroupConfig:
     unit: int = 1                  # shift: pixels per step (= encoder stride for exact latents)
     a_max: float = 2.0             # contrast: a in [1/a_max, a_max]
     b_max: float = 1.0             # contrast: b in [-b_max, b_max]
-    inside: str | None = None      # contrast: "foreground" acts only inside the object
+    inside: str | None = "all"     # contrast: "foreground" acts only inside the object
 
 
 @dataclass
@@ -90,6 +91,7 @@ class LossConfig:
     recon: float = 1.0
     inv: float = 1.0
     const: float = 1.0
+    relative: bool = False         # latent terms divided by sg[target energy] (no collapse reward)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class TrainConfig:
     threads: int = 0               # torch threads on CPU (0: torch's default)
     progress: bool = True
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
+    checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)
 
 
 @dataclass
@@ -172,8 +175,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"config key '{where}' takes a whole number; got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text; it is a number
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"config key '{where}' takes a finite number; got {value!r}")
+            return number
         raise ConfigError(f"config key '{where}' takes a number; got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -195,6 +208,9 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
             raise _unknown(str(key), prefix, sorted(fields))
         tp = fields[key]
         if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section '{prefix}{key}' must be a mapping of keys; "
+                                  f"got {value!r}")
             kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, tp, f"{prefix}{key}")

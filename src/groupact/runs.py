@@ -1,19 +1,60 @@
-"""Opening a finished run folder: its config and its best model, with clear errors."""
+"""Run folders: their layout, their config, and their trained model, with clear errors.
+
+A run folder holds everything needed to trust and reuse a result: ``config.yaml`` (resolved),
+``data.json`` (provenance + split fingerprint), ``metrics.jsonl`` (one line per epoch),
+``checkpoints/last.pt`` (where training stands, possibly mid-epoch) and ``checkpoints/best.pt``
+(lowest validation loss). This module does not import the trainer, so both can use it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 
-from groupact.build import group_from_config, model_from_config
+from groupact.build import model_from_config
 from groupact.config import Config, from_dict
 from groupact.errors import CheckpointError, ConfigError
 from groupact.io import load_checkpoint
 from groupact.model import GroupActionAutoencoder
-from groupact.train import RunPaths
+
+
+@dataclass
+class RunPaths:
+    """The files of one run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
 
 
 @dataclass
@@ -28,30 +69,68 @@ class LoadedRun:
         return tuple(self.checkpoint["input_shape"])
 
 
-def load_run(run_dir: str | Path, which: str = "best",
-             device: str | torch.device = "cpu") -> LoadedRun:
-    """The config and trained model of ``run_dir`` (``which``: best or last checkpoint)."""
+def read_run_config(run_dir: str | Path) -> Config:
+    """The resolved config a run folder was trained with, or a CheckpointError saying why not."""
     paths = RunPaths(Path(run_dir))
+    if paths.root.exists() and not paths.root.is_dir():
+        raise CheckpointError(f"{run_dir} is a file, not a run folder; give the folder "
+                              "`groupact train` wrote")
     if not paths.root.is_dir():
         raise CheckpointError(f"run folder {run_dir} does not exist")
     if not paths.config.is_file():
         raise CheckpointError(f"{run_dir} is not a groupact run folder (no config.yaml); "
                               "give the folder `groupact train` wrote")
     try:
-        cfg = from_dict(Config, yaml.safe_load(paths.config.read_text()))
-    except (yaml.YAMLError, ConfigError) as e:
-        raise CheckpointError(f"{paths.config} is unreadable: {e}") from None
+        return from_dict(Config, yaml.safe_load(paths.config.read_text()))
+    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{paths.config} is unreadable: {first}") from None
+
+
+def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: dotted keys, as ``--set`` spells them."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_items(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two config dicts, with both values."""
+    fa, fb = flat_items(a), flat_items(b)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def load_run(run_dir: str | Path, which: str = "best",
+             device: str | torch.device = "cpu") -> LoadedRun:
+    """The config and trained model of ``run_dir`` (``which``: best or last checkpoint)."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', not {which!r}")
+    paths = RunPaths(Path(run_dir))
+    cfg = read_run_config(run_dir)
     ckpt_path = paths.best if which == "best" else paths.last
     if not ckpt_path.is_file():
         raise CheckpointError(f"{run_dir} has no checkpoints/{ckpt_path.name}; train it first "
                               f"(groupact train … --run-dir {run_dir})")
     state = load_checkpoint(ckpt_path, device)
-    if "input_shape" not in state:
+    shape = state.get("input_shape")
+    if not isinstance(shape, (list, tuple)) or not all(isinstance(v, int) for v in shape):
         raise CheckpointError(f"{ckpt_path} lacks the input shape; it is not a groupact run")
-    model = model_from_config(cfg, tuple(state["input_shape"])).to(device)
+    if isinstance(state.get("config"), dict):  # name the key, not just "a different model"
+        diffs = config_differences({"model": state["config"].get("model"),
+                                    "group": state["config"].get("group")},
+                                   {"model": cfg.to_dict()["model"], "group": cfg.to_dict()["group"]})
+        if diffs:
+            key, theirs, ours = diffs[0]
+            raise CheckpointError(f"{ckpt_path} is from another model ({key}={theirs!r}) than "
+                                  f"{paths.config} describes ({key}={ours!r})")
+    model = model_from_config(cfg, tuple(shape)).to(device)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError:
+    except (RuntimeError, TypeError, AttributeError):
         raise CheckpointError(f"{ckpt_path} holds a different model than {paths.config} "
                               "describes") from None
     model.eval()

@@ -1,32 +1,54 @@
-"""The training loop: batched pairs, Adam, best-validation checkpoint, JSONL log, resume.
+"""The training loop: batched pairs, Adam, best-validation checkpoint, JSONL log, exact resume.
 
-A run folder holds everything needed to trust and reuse a result:
-``config.yaml`` (resolved), ``data.json`` (provenance + split fingerprint), ``metrics.jsonl``
-(one line per epoch), ``checkpoints/best.pt`` (lowest validation loss) and ``checkpoints/last.pt``.
+A run folder (see :mod:`groupact.runs`) holds ``config.yaml``, ``data.json``, ``metrics.jsonl`` and
+``checkpoints/{last,best}.pt``. Every file is written whole or not at all, so a run killed at any
+moment (SIGINT, SIGTERM, SIGKILL, a power cut) resumes from ``last.pt`` and ends bitwise equal, on
+the CPU, to a run never interrupted: a checkpoint holds the position inside the epoch (batches done,
+the epoch generator's state, the partial loss sums) and the last epoch's log record, and resuming
+repairs the log and ``best.pt`` to agree with it. SIGINT/SIGTERM finish the current step, save a
+checkpoint and stop; ``train.checkpoint_every`` bounds what a SIGKILL loses (it is replayed exactly).
+Training is data-parallel under ``torchrun`` (see :mod:`groupact.distributed`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from groupact.build import group_from_config, model_from_config
-from groupact.config import Config, save_config
+from groupact.config import Config, TrainConfig, from_dict, load_config, merge, parse_override, \
+    save_config
 from groupact.data import PairBatch, PairSource, Splits, TensorSet, build_pair_source, load_data
-from groupact.errors import CheckpointError, GroupactError
+from groupact.distributed import Comm
+from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
-from groupact.io import (append_jsonl, atomic_write_json, load_checkpoint, read_jsonl,
-                         save_checkpoint)
+from groupact.io import (append_jsonl, atomic_copy, atomic_write_json, load_checkpoint, read_jsonl,
+                         remove_stale_temps, save_checkpoint, write_jsonl)
 from groupact.losses import LossWeights, get_loss
 from groupact.model import GroupActionAutoencoder
+from groupact.runs import RunPaths, config_differences, read_run_config
+
+__all__ = ["RunPaths", "TIMING_KEYS", "RESUMABLE_KEYS", "Trainer", "train_run", "resume_config",
+           "check_resume_config", "history", "resolve_device", "epoch_generator", "fixed_pairs",
+           "batches"]
+
+#: fields of a metrics.jsonl record that measure wall-clock time; all others are deterministic
+TIMING_KEYS = ("seconds", "pairs_per_s")
+
+#: config keys a resumed run may change: how long and where it trains, never what it learns
+RESUMABLE_KEYS = frozenset({
+    "name", "description", "train.epochs", "train.device", "train.threads", "train.progress",
+    "train.checkpoint_every", "eval.n_pairs", "eval.probe_steps", "eval.probe_l2", "eval.figures"})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,55 +90,80 @@ def batches(batch: PairBatch, size: int):
                         None if batch.labels is None else batch.labels[i:i + size])
 
 
-@dataclass
-class RunPaths:
-    root: Path
+def slice_pairs(batch: PairBatch, start: int, stop: int) -> PairBatch:
+    """Pairs ``start:stop`` of a batch (a rank's part of the global batch)."""
+    return PairBatch(batch.x1[start:stop], batch.x2[start:stop], batch.g[start:stop],
+                     None if batch.labels is None else batch.labels[start:stop])
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
 
-    @property
-    def data(self) -> Path:
-        return self.root / "data.json"
+def check_train_config(t: TrainConfig) -> None:
+    """Ranges a type check cannot see, refused before any file is written."""
+    checks = [
+        (t.epochs >= 0, f"train.epochs must be 0 or more; got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be 1 or more; got {t.batch_size}"),
+        (math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a positive number; got {t.lr}"),
+        (t.threads >= 0, f"train.threads must be 0 (torch's default) or more; got {t.threads}"),
+        (t.checkpoint_every >= 0,
+         f"train.checkpoint_every must be 0 (epoch ends only) or more; got {t.checkpoint_every}"),
+        (t.val_pairs is None or t.val_pairs >= 1,
+         f"train.val_pairs must be 1 or more (or null for all); got {t.val_pairs}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
 
-    @property
-    def best(self) -> Path:
-        return self.root / "checkpoints" / "best.pt"
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
-    @property
-    def last(self) -> Path:
-        return self.root / "checkpoints" / "last.pt"
 
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
+def _quiet(*_args: Any) -> None:
+    """The log of ranks other than 0."""
 
 
 class Trainer:
-    """Owns one run: data, model, optimiser, and the files of its run folder."""
+    """Owns one run: data, model, optimiser, where training stands, and its run folder's files.
+
+    Where training stands is ``epoch`` (epochs done), ``batch`` (batches done in the current
+    epoch), ``step`` (optimiser steps done), the current epoch's generator and partial sums: all of
+    it goes into each checkpoint, so a resume continues at the very batch where the run stopped.
+    """
 
     def __init__(self, cfg: Config, run_dir: str | Path, splits: Splits | None = None,
-                 log: Callable[[str], None] = print):
-        self.cfg, self.paths, self.log = cfg, RunPaths(Path(run_dir)), log
+                 log: Callable[[str], None] = print, comm: Comm | None = None):
+        check_train_config(cfg.train)
+        self.comm = comm if comm is not None else Comm()
+        self.cfg, self.paths = cfg, RunPaths(Path(run_dir))
+        self.log = log if self.comm.is_main else _quiet
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
-        self.device = resolve_device(cfg.train.device)
+        self.device = self.comm.device(cfg.train.device)
         self.splits = splits if splits is not None else load_data(cfg.data)
         self.group = group_from_config(cfg)
         self.source = build_pair_source(cfg, self.group, self.splits)
         self.model = model_from_config(cfg, self.splits.image_shape, self.group).to(self.device)
+        self.comm.broadcast_params(self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
         self.steps_per_epoch = math.ceil(len(self.splits.train) / cfg.train.batch_size)
         self.sched = self._scheduler()
         self.loss_fn = get_loss(cfg.loss.kind)
-        self.weights = LossWeights(cfg.loss.recon, cfg.loss.inv, cfg.loss.const)
-        self.epoch, self.step, self.best_val = 0, 0, math.inf
+        self.weights = LossWeights(cfg.loss.recon, cfg.loss.inv, cfg.loss.const,
+                                   cfg.loss.relative)
+        # where training stands (all of it checkpointed)
+        self.epoch, self.step, self.batch = 0, 0, 0
+        self.best_val, self.best_epoch = math.inf, 0
+        self.last_record: dict[str, Any] | None = None
+        self._sums: dict[str, float] = {}
+        self._gen: torch.Generator | None = None
+        self._resume_gen_state: Tensor | None = None
+        self._saved_step: int | None = None
+        # stopping
         self._stop_signal: int | None = None
+        self._stop_now = False
+        self.stopped_by: int | None = None
         for part in ("train", "val", "test"):  # whole splits on the device, gathered by index
             ts: TensorSet = getattr(self.splits, part)
             ts.images = ts.images.to(self.device)
@@ -132,138 +179,267 @@ class Trainer:
         if t.schedule == "onecycle":
             return torch.optim.lr_scheduler.OneCycleLR(
                 self.opt, max_lr=t.lr, total_steps=max(1, t.epochs * self.steps_per_epoch))
-        raise GroupactError(f"unknown train.schedule '{t.schedule}'; use constant or onecycle")
+        raise ConfigError(f"unknown train.schedule '{t.schedule}'; use constant or onecycle")
 
     # --- state ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """Everything a resume needs to continue exactly where training stands now."""
+        mid_epoch = self.batch > 0 and self._gen is not None
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict() if self.sched is not None else None,
             "epoch": self.epoch, "step": self.step, "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "batch": self.batch if mid_epoch else 0,
+            "epoch_rng": self._gen.get_state() if mid_epoch else None,
+            "epoch_sums": dict(self._sums) if mid_epoch else {},
+            "last_record": self.last_record,
             "config": self.cfg.to_dict(),
             "data_fingerprint": self.splits.fingerprint(),
             "input_shape": list(self.splits.image_shape),
             "torch_rng": torch.get_rng_state(),
+            "world_size": self.comm.world_size,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state (format 1 files resume at their epoch's start)."""
         if state.get("data_fingerprint") != self.splits.fingerprint():
             raise CheckpointError("the checkpoint was trained on other data (split fingerprint "
                                   "differs); resume with the run's own config.yaml")
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError:
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError):
             raise CheckpointError("the checkpoint holds a different model than the run's config "
                                   "describes") from None
-        self.opt.load_state_dict(state["optimizer"])
         if self.sched is not None and state.get("scheduler") is not None:
             self.sched.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.best_val = state["epoch"], state["step"], state["best_val"]
+        self.best_epoch = state.get("best_epoch", 0)
+        self.batch = int(state.get("batch", 0))
+        if not 0 <= self.batch <= self.steps_per_epoch:
+            raise CheckpointError(f"the checkpoint stands at batch {self.batch} of an epoch of "
+                                  f"{self.steps_per_epoch}; it is from another batch size")
+        self._resume_gen_state = state.get("epoch_rng")
+        if self.batch > 0 and self._resume_gen_state is None:
+            raise CheckpointError("the checkpoint stands mid-epoch but lacks the epoch's "
+                                  "generator state; it is corrupt")
+        self._sums = dict(state.get("epoch_sums") or {})
+        self.last_record = state.get("last_record")
+        self._saved_step = self.step
         torch.set_rng_state(state["torch_rng"])
+
+    def save(self) -> None:
+        """Write ``last.pt`` (rank 0 only), where training stands now."""
+        if self.comm.is_main:
+            save_checkpoint(self.paths.last, self.state())
+        self._saved_step = self.step
+
+    def repair_run_folder(self) -> None:
+        """Make the folder agree with the checkpoint being resumed (rank 0, before training).
+
+        A kill can leave the folder out of step with ``last.pt``: a temporary file of an atomic
+        write, a torn or missing last line of metrics.jsonl (killed between the checkpoint and the
+        append), records of epochs the checkpoint has not reached, or a best.pt not yet refreshed
+        (killed between the checkpoint and the copy). The checkpoint is the truth; the rest follows.
+        """
+        for folder in (self.paths.root, self.paths.checkpoints):
+            for p in remove_stale_temps(folder):
+                self.log(f"removed {p.name}, left by an interrupted write")
+        on_file = read_jsonl(self.paths.metrics)
+        def epoch_of(r: dict[str, Any]) -> int:
+            e = r.get("epoch")
+            return e if isinstance(e, int) else 1 << 30  # a record without an epoch is dropped
+
+        if self.last_record is not None:
+            records = [r for r in on_file if epoch_of(r) < self.epoch] + [self.last_record]
+        else:
+            records = [r for r in on_file if epoch_of(r) <= self.epoch]
+        text = self.paths.metrics.read_text() if self.paths.metrics.exists() else ""
+        if text != "".join(json.dumps(r) + "\n" for r in records):  # also drops a torn line
+            write_jsonl(self.paths.metrics, records)
+        if self.epoch > 0 and self.batch == 0 and self.best_epoch == self.epoch:
+            atomic_copy(self.paths.last, self.paths.best)
 
     # --- the loop -----------------------------------------------------------------------------
     def train_step(self, batch: PairBatch) -> dict[str, float]:
+        """One optimiser step on a global batch, of which this rank trains on its own slice.
+
+        With several ranks each slice's loss is weighted by its share of the batch and the
+        weighted gradients are summed, which is the gradient of the global batch's mean loss.
+        Loss statistics and the stop flag travel in one small all-reduce, so every rank sees the
+        same loss (and stops at the same step) however the signals reached them.
+        """
         self.model.train()
-        loss, parts = self.loss_fn(self.model, batch, self.weights)
-        if not torch.isfinite(loss):
-            raise GroupactError(f"the loss became {float(loss)} at step {self.step}; the last "
-                                f"good checkpoint is kept in {self.paths.last.parent} (try a "
-                                "lower train.lr)")
+        n = batch.x1.shape[0]
+        start, stop = self.comm.shard(n)
+        # a rank whose slice is empty (batch smaller than the world) runs one pair at weight 0,
+        # so that every rank takes part in the same collectives with the same shapes
+        local = slice_pairs(batch, start, stop) if stop > start else slice_pairs(batch, 0, 1)
+        loss, parts = self.loss_fn(self.model, local, self.weights)
+        stats = {"loss": float(loss.detach()), **parts}
+        stop_now = self._stop_signal is not None
+        if self.comm.distributed:
+            share = (stop - start) / n
+            loss = loss * share
+            vec = torch.tensor([v * share for v in stats.values()] + [float(stop_now)],
+                               dtype=torch.float64, device=self.device)
+            values = self.comm.all_reduce_sum(vec).tolist()
+            stats, stop_now = dict(zip(stats, values[:-1])), values[-1] > 0
+        if not math.isfinite(stats["loss"]):
+            kept = (f"the last good checkpoint {self.paths.last} (step {self._saved_step}) is kept"
+                    if self._saved_step is not None else "no checkpoint was written yet")
+            raise GroupactError(f"the loss became {stats['loss']} at step {self.step + 1} "
+                                f"(epoch {self.epoch + 1}); training stopped and {kept}; try a "
+                                "lower train.lr")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.comm.all_reduce_grads(self.model.parameters())
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
         self.step += 1
-        return {"loss": float(loss.detach()), **parts}
+        self._stop_now = stop_now
+        return stats
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
+        """Mean loss parts and PSNR on the fixed validation pairs (split across ranks)."""
         self.model.eval()
+        n_all = self.val.x1.shape[0]
+        start, stop = self.comm.shard(n_all)
+        mine = stop > start
+        part = slice_pairs(self.val, start, stop) if mine else slice_pairs(self.val, 0, 1)
         totals: dict[str, float] = {}
         n = 0
         psnr_sum = 0.0
-        for b in batches(self.val, 512):
+        for b in batches(part, 512):
             loss, parts = self.loss_fn(self.model, b, self.weights)
-            k = b.x1.shape[0]
+            k = b.x1.shape[0] if mine else 0
             for key, v in {"loss": float(loss), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + v * k
-            psnr_sum += float(psnr(self.model(b.x1, b.g), b.x2).sum())
+            psnr_sum += float(psnr(self.model(b.x1, b.g), b.x2).sum()) * (1 if mine else 0)
             n += k
+        if self.comm.distributed:
+            vec = torch.tensor(list(totals.values()) + [psnr_sum, n], dtype=torch.float64,
+                               device=self.device)
+            values = self.comm.all_reduce_sum(vec).tolist()
+            totals, psnr_sum, n = dict(zip(totals, values[:-2])), values[-2], values[-1]
         out = {f"val_{k}": v / n for k, v in totals.items()}
         out["val_psnr"] = psnr_sum / n
         return out
 
-    def run_epoch(self, bar=None) -> dict[str, float]:
+    def run_epoch(self, bar=None) -> dict[str, float] | None:
+        """Train the rest of the current epoch; None when a stop signal cut it short.
+
+        The epoch's permutation is drawn first from its own generator; on a mid-epoch resume it is
+        drawn again and the generator then set to the checkpoint's state, so the remaining
+        batches and their pairs are the very ones the interrupted run would have drawn.
+        """
         gen = epoch_generator(self.cfg.train.seed, self.epoch)
         perm = torch.randperm(len(self.splits.train), generator=gen)
-        sums: dict[str, float] = {}
-        bs = self.cfg.train.batch_size
-        for i in range(0, len(perm), bs):
-            idx = perm[i:i + bs]
+        if self.batch > 0:
+            gen.set_state(self._resume_gen_state)
+        self._resume_gen_state = None
+        self._gen = gen
+        bs, every = self.cfg.train.batch_size, self.cfg.train.checkpoint_every
+        while self.batch < self.steps_per_epoch:
+            idx = perm[self.batch * bs:(self.batch + 1) * bs]
             batch = self.source.pairs(self.splits.train, idx.to(self.device), gen,
                                       device=self.device)
             for k, v in self.train_step(batch).items():
-                sums[k] = sums.get(k, 0.0) + v
+                self._sums[k] = self._sums.get(k, 0.0) + v
+            self.batch += 1
             if bar is not None:
                 bar.update(1)
-            if self._stop_signal is not None:
-                break
-        return {f"train_{k}": v / self.steps_per_epoch for k, v in sums.items()}
+            if self._should_stop():
+                self.save()
+                return None
+            if every and self.step % every == 0 and self.batch < self.steps_per_epoch:
+                self.save()
+        return {f"train_{k}": v / self.steps_per_epoch for k, v in self._sums.items()}
+
+    def _should_stop(self) -> bool:
+        """A signal asked to stop: this process's own flag, or with several ranks, any rank's
+        flag as of the last step's all-reduce (so all ranks stop after the same step)."""
+        return self._stop_now if self.comm.distributed else self._stop_signal is not None
 
     def _handle_signal(self, signum, _frame) -> None:
-        self._stop_signal = signum
+        # only a flag: the step in flight finishes, then the loop saves and stops. A second
+        # signal does not escalate (torchrun forwards the terminal's SIGINT a second time).
+        if self._stop_signal is None:
+            self._stop_signal = signum
+
+    def end_epoch(self, train_stats: dict[str, float], seconds: float) -> dict[str, Any]:
+        """Validate, then checkpoint, refresh best.pt and log, in that order (see repair)."""
+        self.epoch += 1
+        val_stats = self.validate()
+        record = {"epoch": self.epoch, "step": self.step, "seconds": round(seconds, 3),
+                  "pairs_per_s": round(len(self.splits.train) / max(seconds, 1e-9), 1),
+                  "lr": self.opt.param_groups[0]["lr"], **train_stats, **val_stats,
+                  **mask_record(self.model)}
+        improved = val_stats["val_loss"] < self.best_val
+        if improved:
+            self.best_val, self.best_epoch = val_stats["val_loss"], self.epoch
+        record["best"] = improved
+        self.batch, self._sums, self._gen = 0, {}, None
+        self.last_record = record
+        self.comm.check_in_sync(self.model)
+        self.save()
+        if self.comm.is_main:
+            if improved:
+                atomic_copy(self.paths.last, self.paths.best)
+            append_jsonl(self.paths.metrics, record)
+        return record
 
     def fit(self) -> dict[str, Any]:
-        """Train for the remaining epochs; returns the last epoch's record."""
+        """Train for the remaining epochs; returns the last epoch's record.
+
+        Sets :attr:`stopped_by` to the signal number when SIGINT/SIGTERM stopped it (after saving).
+        """
         cfg = self.cfg
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.paths.config)
-        atomic_write_json(self.paths.data, self.splits.summary())
-        record: dict[str, Any] = {}
+        if self.comm.is_main:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.paths.config)
+            atomic_write_json(self.paths.data, self.splits.summary())
+        record: dict[str, Any] = dict(self.last_record or {})
         bar = None
-        if cfg.train.progress:
+        if cfg.train.progress and self.comm.is_main:
             from tqdm.auto import tqdm
             bar = tqdm(total=cfg.train.epochs * self.steps_per_epoch, initial=self.step,
                        desc=cfg.name, unit="step", dynamic_ncols=True, leave=False)
-        old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
         try:
             while self.epoch < cfg.train.epochs:
                 t0 = time.perf_counter()
                 train_stats = self.run_epoch(bar)
-                if self._stop_signal is not None:
-                    self.log(f"stopped by signal {self._stop_signal}; resume with --resume "
-                             f"{self.paths.root}")
+                if train_stats is None:
+                    self.stopped_by = self._stop_signal or int(signal.SIGTERM)
+                    self.log(f"stopped by {signal_name(self.stopped_by)} in epoch "
+                             f"{self.epoch + 1} after batch {self.batch}/{self.steps_per_epoch}"
+                             f" (step {self.step}); saved {self.paths.last}")
                     break
-                seconds = time.perf_counter() - t0
-                self.epoch += 1
-                val_stats = self.validate()
-                record = {"epoch": self.epoch, "step": self.step, "seconds": round(seconds, 3),
-                          "pairs_per_s": round(len(self.splits.train) / seconds, 1),
-                          "lr": self.opt.param_groups[0]["lr"], **train_stats, **val_stats,
-                          **mask_record(self.model)}
-                improved = val_stats["val_loss"] < self.best_val
-                if improved:
-                    self.best_val = val_stats["val_loss"]
-                record["best"] = improved
-                save_checkpoint(self.paths.last, self.state())
-                if improved:
-                    shutil.copyfile(self.paths.last, self.paths.best)
-                append_jsonl(self.paths.metrics, record)
+                record = self.end_epoch(train_stats, time.perf_counter() - t0)
                 if bar is not None:
                     bar.set_postfix(loss=f"{train_stats['train_loss']:.4f}",
-                                    val_psnr=f"{val_stats['val_psnr']:.2f}",
+                                    val_psnr=f"{record['val_psnr']:.2f}",
                                     mask=f"{record['mask_fraction']:.2f}")
                 else:
                     self.log(f"epoch {self.epoch}/{cfg.train.epochs} loss "
                              f"{train_stats['train_loss']:.4f} val_psnr "
-                             f"{val_stats['val_psnr']:.2f} mask {record['mask_fraction']:.2f}")
+                             f"{record['val_psnr']:.2f} mask {record['mask_fraction']:.2f}")
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
             if bar is not None:
                 bar.close()
+        if self.stopped_by is None and self._stop_signal is not None:
+            self.stopped_by = self._stop_signal  # arrived after the last step: stop before eval
+        self.comm.barrier()  # rank 0 has written everything before any rank leaves
         return record
 
 
@@ -275,27 +451,112 @@ def mask_record(model: GroupActionAutoencoder) -> dict[str, Any]:
             "mask_probs": [round(float(v), 4) for v in model.mask.probabilities().cpu().tolist()]}
 
 
+# --- resuming -------------------------------------------------------------------------------------
+
+def check_resume_config(saved: dict[str, Any] | None, cfg: Config) -> None:
+    """Refuse to resume with a config that would train something else than the run did.
+
+    Only :data:`RESUMABLE_KEYS` may differ (e.g. more ``train.epochs``); with a one-cycle schedule
+    not even the epochs, as the schedule spans the whole run.
+    """
+    if saved is None:
+        return
+    try:
+        saved_cfg = from_dict(Config, saved)  # fills keys an older groupact did not write
+    except ConfigError as e:
+        raise CheckpointError(f"the checkpoint's config is not one this groupact reads: {e}")
+    diffs = config_differences(saved_cfg.to_dict(), cfg.to_dict())
+    bad = [d for d in diffs if d[0] not in RESUMABLE_KEYS]
+    if not bad and saved_cfg.train.schedule == "onecycle" and \
+            saved_cfg.train.epochs != cfg.train.epochs:
+        bad = [d for d in diffs if d[0] == "train.epochs"]
+    if bad:
+        key, theirs, ours = bad[0]
+        more = f" (and {len(bad) - 1} more: {', '.join(d[0] for d in bad[1:4])})" \
+            if len(bad) > 1 else ""
+        raise ConfigError(f"cannot resume with a different config: {key} is {ours!r} here but "
+                          f"{theirs!r} in the run{more}; resume with the run's own config "
+                          "(groupact train --resume --run-dir RUN_DIR, changing at most "
+                          "train.epochs) or train into a new --run-dir")
+
+
+def resume_config(run_dir: str | Path, recipe: str | None = None,
+                  overrides: list[str] | None = None) -> Config:
+    """The config to continue ``run_dir`` with: its own config.yaml plus ``--set`` overrides.
+
+    A recipe, if given, must be the one the run was trained from; the overrides may change only
+    :data:`RESUMABLE_KEYS` (checked again against the checkpoint when training resumes).
+    """
+    saved = read_run_config(run_dir)
+    if recipe is not None:
+        named = load_config(recipe).name
+        if named != saved.name:
+            raise ConfigError(f"{run_dir} was trained from recipe '{saved.name}', not "
+                              f"'{named}'; resume it with: groupact train --resume --run-dir "
+                              f"{run_dir}")
+    data = saved.to_dict()
+    for text in overrides or []:
+        data = merge(data, parse_override(text))
+    cfg = from_dict(Config, data)
+    check_resume_config(saved.to_dict(), cfg)
+    return cfg
+
+
+def _resume_state(paths: RunPaths, cfg: Config) -> dict[str, Any] | None:
+    """The checkpoint to resume from; None for a run killed before its first checkpoint."""
+    if not paths.root.is_dir():
+        raise CheckpointError(f"run folder {paths.root} does not exist; nothing to resume")
+    if not paths.last.is_file():
+        started = paths.config.is_file() and not read_jsonl(paths.metrics) and \
+            not any(paths.checkpoints.glob("*.pt"))
+        if not started:
+            raise CheckpointError(f"{paths.root} holds no checkpoints/last.pt to resume from")
+        check_resume_config(read_run_config(paths.root).to_dict(), cfg)
+        return None  # nothing was saved yet: the run starts again from step 0, which is exact
+    state = load_checkpoint(paths.last, "cpu")
+    check_resume_config(state.get("config"), cfg)
+    return state
+
+
+def _check_fresh(paths: RunPaths, overwrite: bool) -> None:
+    if paths.root.exists() and not paths.root.is_dir():
+        raise GroupactError(f"run folder {paths.root} is a file; give another --run-dir")
+    if paths.root.is_dir() and any(paths.root.iterdir()) and not overwrite:
+        raise GroupactError(f"run folder {paths.root} already exists; use --resume to "
+                            "continue it, --overwrite to start again, or --run-dir")
+
+
 def train_run(cfg: Config, run_dir: str | Path, resume: bool = False,
-              overwrite: bool = False, log: Callable[[str], None] = print) -> Trainer:
-    """Train a recipe into ``run_dir`` (continuing it with ``resume``); returns the trainer."""
+              overwrite: bool = False, log: Callable[[str], None] = print,
+              comm: Comm | None = None) -> Trainer:
+    """Train a recipe into ``run_dir`` (continuing it with ``resume``); returns the trainer.
+
+    Everything is checked (config, data, checkpoint) before the folder is touched: an
+    ``--overwrite`` whose new run fails to start leaves the old run in place. Check
+    ``trainer.stopped_by`` to see whether a signal stopped it.
+    """
+    comm = comm if comm is not None else Comm()
     paths = RunPaths(Path(run_dir))
+    state = None
     if resume:
-        if not paths.last.is_file():
-            raise CheckpointError(f"{run_dir} holds no checkpoints/last.pt to resume from")
-        trainer = Trainer(cfg, run_dir, log=log)
-        trainer.load_state(load_checkpoint(paths.last, trainer.device))
-        log(f"resuming {run_dir} at epoch {trainer.epoch}")
+        state = comm.run_on_main(lambda: _resume_state(paths, cfg))
     else:
-        if paths.root.exists() and any(paths.root.iterdir()):
-            if not overwrite:
-                raise GroupactError(f"run folder {run_dir} already exists; use --resume to "
-                                    "continue it, --overwrite to start again, or --run-dir")
-            shutil.rmtree(paths.root)
-        trainer = Trainer(cfg, run_dir, log=log)
+        comm.run_on_main(lambda: _check_fresh(paths, overwrite))
+    trainer = Trainer(cfg, run_dir, log=log, comm=comm)
+    if state is not None:
+        trainer.load_state(state)
+        comm.run_on_main(trainer.repair_run_folder)
+        trainer.log(f"resuming {run_dir} in epoch {trainer.epoch + 1} after batch "
+                    f"{trainer.batch}/{trainer.steps_per_epoch} (step {trainer.step})")
+    elif resume:
+        comm.run_on_main(trainer.repair_run_folder)  # stale temporary files, if any
+        trainer.log(f"{run_dir} was stopped before its first checkpoint; starting it again")
+    elif comm.is_main and paths.root.is_dir() and any(paths.root.iterdir()):
+        shutil.rmtree(paths.root)  # --overwrite, now that the new run is known to start
+    comm.barrier()
     trainer.fit()
     return trainer
 
 
 def history(run_dir: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(RunPaths(Path(run_dir)).metrics)
-

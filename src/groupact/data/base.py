@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -85,13 +86,19 @@ def split_indices(n: int, n_train: int, n_val: int, n_test: int, seed: int) -> t
 
 def to_unit_float(images: Any, where: str) -> Tensor:
     """uint8 0..255 or float 0..1 arrays → float32 tensor in [0, 1]; refuses NaN and bad ranges."""
-    t = torch.as_tensor(images)
+    arr = np.asarray(images)
+    if arr.dtype.kind not in "biuf":  # text, complex, objects, dates: not pixel values
+        raise DataError(f"{where}: images have dtype {arr.dtype}; give uint8 0..255 or floats "
+                        "in [0, 1]")
+    t = torch.from_numpy(np.array(arr, copy=True))
     if t.dtype == torch.uint8:
         return t.to(torch.float32) / 255.0
     if t.dtype == torch.bool:
         return t.to(torch.float32)
     if not torch.is_floating_point(t):
         t = t.to(torch.float32)
+        if t.numel() and t.min() < 0:
+            return _bad_range(t, where)
         if t.numel() and t.max() > 1:
             return t / 255.0 if t.max() <= 255 else _bad_range(t, where)
         return t

@@ -114,7 +114,7 @@ def load_folder(path: str | Path, size=None, channels=None, n_train=None, n_val=
         try:
             with Image.open(p) as im:
                 mode = "L" if (channels or 0) == 1 or im.mode in ("L", "1", "I", "I;16") else "RGB"
-                arrays.append(np.asarray(im.convert(mode)))
+                arrays.append(np.array(im.convert(mode)))
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"cannot read image {p}: {e}") from None
     shapes = {a.shape for a in arrays}
@@ -145,7 +145,7 @@ def read_image(path: str | Path, channels: int) -> Tensor:
         raise DataError(f"image {path} does not exist")
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+            arr = np.array(im.convert("L" if channels == 1 else "RGB"))  # a writable copy
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     return _as_nchw(arr[None], str(path))

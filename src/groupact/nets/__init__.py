@@ -74,19 +74,31 @@ def _jin_mnist(spec: NetSpec):
     return (JinEncoder(c, spec.latent_dim, spec.fibre), JinDecoder(c, spec.latent_dim))
 
 
-def _conv2d_vector(spec: NetSpec):
-    _spatial_side(spec, 2, "conv2d-vector")
+def _conv_vector(spec: NetSpec, dims: int, name: str):
+    """Conv encoder + FC to (latent_dim / fibre) channels of fibre-vectors, and its mirror."""
+    _spatial_side(spec, dims, name)
     if spec.latent_dim % spec.fibre:
         raise ConfigError(f"model.latent_dim={spec.latent_dim} is not a multiple of "
                           f"model.fibre={spec.fibre}")
-    c, h, w = spec.input_shape
+    c, sides = spec.input_shape[0], spec.input_shape[1:]
     f = 2 ** (len(spec.widths) + 1)
-    body_shape = (spec.channels, h // f, w // f)
-    feats = spec.channels * (h // f) * (w // f)
-    enc = VectorHead(conv_encoder(2, c, spec.widths, spec.channels), feats, spec.latent_dim,
+    body_shape = (spec.channels, *(s // f for s in sides))
+    feats = 1
+    for s in body_shape:
+        feats *= s
+    enc = VectorHead(conv_encoder(dims, c, spec.widths, spec.channels), feats, spec.latent_dim,
                      spec.fibre)
-    dec = VectorTail(conv_decoder(2, c, spec.widths, spec.channels), body_shape, spec.latent_dim)
+    dec = VectorTail(conv_decoder(dims, c, spec.widths, spec.channels), body_shape,
+                     spec.latent_dim)
     return enc, dec
+
+
+def _conv2d_vector(spec: NetSpec):
+    return _conv_vector(spec, 2, "conv2d-vector")
+
+
+def _conv3d_vector(spec: NetSpec):
+    return _conv_vector(spec, 3, "conv3d-vector")
 
 
 def _conv2d_volume(spec: NetSpec):
@@ -108,6 +120,7 @@ NETS: dict[str, tuple[Builder, str]] = {
     "conv2d": (_conv2d, "stride-2 conv encoder/decoder for images; latent C×(H/2^L)×(W/2^L)"),
     "conv3d": (_conv3d, "stride-2 Conv3d encoder/decoder for volumes; latent C×small volume"),
     "conv2d-vector": (_conv2d_vector, "conv encoder + FC to a vector latent of k-vector fibres"),
+    "conv3d-vector": (_conv3d_vector, "Conv3d encoder + FC to a vector latent of k-vector fibres"),
     "conv2d-volume": (_conv2d_volume, "conv encoder whose latent is C small 3D volumes "
                                       "(SO(3) on pictures of 3D objects)"),
 }
