@@ -58,3 +58,17 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     for (k, va), vb in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(va, vb), k
     assert [r["epoch"] for r in read_jsonl(tmp_path / "part" / "metrics.jsonl")] == [1, 2]
+
+
+def test_mask_freeze_holds_the_logits_then_releases_them(tmp_path):
+    cfg = load_config("rotmnist-c4", TINY + ["train.epochs=1", "data.n_train=128",
+                                             "model.mask.freeze_epochs=1"])
+    frozen = train_run(cfg, tmp_path / "a", log=lambda *_: None)
+    init = load_config("rotmnist-c4", TINY + ["train.epochs=0", "data.n_train=128"])
+    from groupact.build import model_from_config
+    start = model_from_config(init, (1, 28, 28)).mask.logits
+    assert torch.equal(frozen.model.mask.logits.detach(), start.detach())
+    cfg2 = load_config("rotmnist-c4", TINY + ["train.epochs=2", "data.n_train=128",
+                                              "model.mask.freeze_epochs=1"])
+    moved = train_run(cfg2, tmp_path / "b", log=lambda *_: None)
+    assert not torch.equal(moved.model.mask.logits.detach(), start.detach())

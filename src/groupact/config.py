@@ -67,6 +67,7 @@ class MaskConfig:
     init_std: float = 0.01
     variant: list[int] | None = None      # fixed: the variant channels
     variant_fraction: float = 0.5         # fixed, when `variant` is not given: the first fraction
+    freeze_epochs: int = 0         # ald: keep the initial mask for this many epochs
 
 
 @dataclass

@@ -53,8 +53,9 @@ class RunPaths:
         return self.checkpoints / "last.pt"
 
     @property
-    def figures(self) -> Path:
-        return self.root / "figures"
+    def eval(self) -> Path:
+        """Where `groupact evaluate` writes metrics.json, summary.md and figures/."""
+        return self.root / "eval"
 
 
 @dataclass
@@ -98,6 +99,18 @@ def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict with keys added since it was written filled in by their defaults.
+
+    So a run trained before a new key existed still matches its own config.yaml; a dict that no
+    longer parses is returned as it is (the comparison then names the keys).
+    """
+    try:
+        return from_dict(Config, config).to_dict()
+    except ConfigError:
+        return config
+
+
 def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """Dotted keys whose values differ between two config dicts, with both values."""
     fa, fb = flat_items(a), flat_items(b)
@@ -120,8 +133,8 @@ def load_run(run_dir: str | Path, which: str = "best",
     if not isinstance(shape, (list, tuple)) or not all(isinstance(v, int) for v in shape):
         raise CheckpointError(f"{ckpt_path} lacks the input shape; it is not a groupact run")
     if isinstance(state.get("config"), dict):  # name the key, not just "a different model"
-        diffs = config_differences({"model": state["config"].get("model"),
-                                    "group": state["config"].get("group")},
+        saved = with_defaults(state["config"])
+        diffs = config_differences({"model": saved.get("model"), "group": saved.get("group")},
                                    {"model": cfg.to_dict()["model"], "group": cfg.to_dict()["group"]})
         if diffs:
             key, theirs, ours = diffs[0]

@@ -296,12 +296,24 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.comm.all_reduce_grads(self.model.parameters())
+        if self.epoch < self.cfg.model.mask.freeze_epochs:
+            self._freeze_mask()
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
         self.step += 1
         self._stop_now = stop_now
         return stats
+
+    def _freeze_mask(self) -> None:
+        """Hold the mask still (zero gradients: Adam's moments stay 0, so the logits stay put).
+
+        Lets the encoder and decoder learn to use the initial split before the mask may move,
+        so early, noisy L_const gradients cannot push every channel to one side.
+        """
+        for p in self.model.mask.parameters():
+            if p.grad is not None:
+                p.grad.zero_()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from groupact.data.base import Splits, TensorSet, to_unit_float
-from groupact.data.cache import cached
+from groupact.data.cache import cached, generator_settings
 from groupact.errors import DataError
 
 ADRENAL_FILE = "adrenalmnist3d.npz"
@@ -146,12 +146,7 @@ _SHAPE_DEFAULTS: dict[str, Any] = {
 
 
 def _shape_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(kwargs) - set(_SHAPE_DEFAULTS)
-    if unknown:
-        raise DataError(f"unknown adrenal generator setting {sorted(unknown)[0]!r}; "
-                        f"known: {', '.join(sorted(_SHAPE_DEFAULTS))}")
-    s = {**_SHAPE_DEFAULTS, **kwargs}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
+    return generator_settings("adrenal", _SHAPE_DEFAULTS, kwargs)
 
 
 def _uniform(g: torch.Generator, n: int, lo_hi, *shape: int) -> Tensor:

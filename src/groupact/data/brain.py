@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
-from groupact.data.cache import cached
+from groupact.data.cache import cached, generator_settings
 from groupact.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -346,12 +346,7 @@ _GENERATOR_DEFAULTS: dict[str, Any] = {
 
 
 def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(kwargs) - set(_GENERATOR_DEFAULTS)
-    if unknown:
-        raise DataError(f"unknown brain generator setting {sorted(unknown)[0]!r}; "
-                        f"known: {', '.join(sorted(_GENERATOR_DEFAULTS))}")
-    s = {**_GENERATOR_DEFAULTS, **kwargs}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
+    return generator_settings("brain", _GENERATOR_DEFAULTS, kwargs)
 
 
 def _draw_subjects(n_split: Sequence[int], seed: int, s: dict[str, Any]) -> dict[str, Tensor]:

@@ -136,3 +136,17 @@ def _write(path: Path, arrays: dict[str, np.ndarray], meta: str) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def generator_settings(what: str, defaults: dict[str, Any],
+                       overrides: dict[str, Any]) -> dict[str, Any]:
+    """A generator's settings: defaults updated by ``overrides`` (unknown names refused).
+
+    Tuples become lists so the settings hash the same way after a JSON round trip (cache keys).
+    """
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise DataError(f"unknown {what} generator setting {sorted(unknown)[0]!r}; "
+                        f"known: {', '.join(sorted(defaults))}")
+    s = {**defaults, **overrides}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}

@@ -128,14 +128,20 @@ def mask_stats(model: GroupActionAutoencoder, run_dir: Path) -> dict[str, Any]:
             "mask_flips_during_training": flips}
 
 
+def short_labels(group, g: Tensor) -> list[str]:
+    """Figure titles: SO(3)'s 'ad,ah,aw,angle°' shortened to its angle."""
+    return [d.rsplit(",", 1)[-1] if d.count(",") >= 3 else d for d in group.describe(g)]
+
+
 @torch.no_grad()
 def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path) -> list[str]:
     group, name = model.group, cfg.name
     written = []
-    n = min(8, pairs.x1.shape[0])
+    n = min(8 if pairs.x1.dim() == 4 else 4, pairs.x1.shape[0])  # volumes show 3 slices each
     pred = model(pairs.x1[:n], pairs.g[:n])
     p = fig_dir / "reconstructions.png"
-    figures.reconstruction_grid(pairs.x1[:n], pairs.x2[:n], pred, group.describe(pairs.g[:n]), p,
+    figures.reconstruction_grid(pairs.x1[:n], pairs.x2[:n], pred,
+                                short_labels(group, pairs.g[:n]), p,
                                 f"{name}: x1, T_g x1, D(Φ_g(E x1)) on test pairs")
     written.append(p.name)
 
@@ -147,7 +153,8 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     xs = x0.expand(elems.shape[0], *x0.shape[1:])
     if isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
         p = fig_dir / "orbit.png"
-        figures.orbit_strip(group.act_image(xs, elems), model(xs, elems), group.describe(elems), p,
+        figures.orbit_strip(group.act_image(xs, elems), model(xs, elems),
+                            short_labels(group, elems), p,
                             f"{name}: one test image through the group, true vs through latent")
         written.append(p.name)
 
@@ -187,7 +194,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
     """Evaluate a trained run with the fixed protocol; writes RUN_DIR/eval/metrics.json."""
     run = load_run(run_dir, device=device)
     cfg, model = run.cfg, run.model
-    out = Path(out_dir) if out_dir else run.paths.root / "eval"
+    out = Path(out_dir) if out_dir else run.paths.eval
     splits = load_data(cfg.data)
     if splits.fingerprint() != run.checkpoint.get("data_fingerprint"):
         raise CheckpointError(f"the data for {run_dir} differs from the data it was trained on "
