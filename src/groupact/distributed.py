@@ -167,6 +167,12 @@ class DistComm(Comm):
     def close(self) -> None:
         import torch.distributed as dist
         if dist.is_initialized():
+            # every rank leaves together: a rank tearing gloo down while a peer still talks to
+            # it aborts that peer ("terminate called without an active exception")
+            try:
+                dist.barrier()
+            except RuntimeError:
+                pass  # a peer already failed; its error is the one to report
             dist.destroy_process_group()
 
 

@@ -206,7 +206,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                         device=torch.device(device))
     metrics: dict[str, Any] = {"recipe": cfg.name, "dataset": splits.info.get("name"),
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
-                               "group": model.group.name, "epochs": run.checkpoint["epoch"]}
+                               "group": model.group.name, "epochs": cfg.train.epochs,
+                               "best_epoch": run.checkpoint["epoch"]}
     metrics.update(image_metrics(model, pairs))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(mask_stats(model, run.paths.root))
@@ -235,7 +236,8 @@ def summary_markdown(m: dict[str, Any]) -> str:
     lines = [f"# {m['recipe']}: evaluation", "",
              f"Data: {m['dataset']}" + (" (generated stand-in)" if m.get("stand_in_data") else "")
              + f"; group {m['group']}; {m['n_pairs']} fixed test pairs without the identity; "
-             f"{m['epochs']} epochs.", "",
+             f"{m['epochs']} epochs, best validation loss at epoch {m['best_epoch']} (the model "
+             "evaluated).", "",
              "| transformed image x̂2 vs x2 = T_g x1 | PSNR (dB) | SSIM | MSE |",
              "|---|---|---|---|",
              f"| model D(Φ_g(E x1)) | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'])} | "

@@ -168,17 +168,23 @@ def training_curves(records: list[dict[str, Any]], path: Path, title: str) -> No
 
 def mask_over_epochs(records: list[dict[str, Any]], tau: float | None, path: Path,
                      title: str) -> None:
-    """σ(α) of every channel per epoch (heat map) and the fraction of variant channels."""
-    if not records or "mask_probs" not in records[0]:
+    """The 0/1 mask of every channel per epoch (heat map) and the fraction of variant channels.
+
+    The hard mask, not σ(α), is drawn: logits often hover near τ, where σ(α) looks uniform but
+    channels still flip between the variant and invariant sides.
+    """
+    if not records or "mask" not in records[0]:
         return
-    probs = np.array([r["mask_probs"] for r in records]).T  # (C, epochs)
+    hard = np.array([r["mask"] for r in records]).T  # (C, epochs)
+    probs = np.array([r.get("mask_probs", r["mask"]) for r in records])
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1.3]})
-    im = a.imshow(probs, aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest",
-                  extent=(0.5, len(records) + 0.5, probs.shape[0] - 0.5, -0.5))
+    a.imshow(hard, aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest",
+             extent=(0.5, len(records) + 0.5, hard.shape[0] - 0.5, -0.5))
     a.set_xlabel("epoch")
     a.set_ylabel("channel")
-    a.set_title("σ(α) per channel" + (f" (variant if > τ = {tau:g})" if tau is not None else ""))
-    fig.colorbar(im, ax=a)
+    a.set_title("red: variant (z_v), blue: invariant (z_i)"
+                + (f"; σ(α) in [{probs.min():.2f}, {probs.max():.2f}], τ = {tau:g}"
+                   if tau is not None else ""), fontsize=9)
     b.plot([r["epoch"] for r in records], [r["mask_fraction"] for r in records])
     b.set_ylim(0, 1)
     b.set_xlabel("epoch")

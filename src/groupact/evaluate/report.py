@@ -36,12 +36,13 @@ def _cell(v: Any, digits: int) -> str:
 
 def metrics_table(run_dirs: list[str | Path]) -> str:
     """A Markdown table, one row per run: recipe, data (stand-in or real), epochs, metrics."""
-    head = ["run", "data", "group", "epochs"] + [c[1] for c in COLUMNS]
+    head = ["run", "data", "group", "epochs (best)"] + [c[1] for c in COLUMNS]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in run_dirs:
         m = read_metrics(d)
         data = f"{m.get('dataset')}" + (" (stand-in)" if m.get("stand_in_data") else "")
-        cells = [m.get("recipe", Path(d).name), data, m.get("group", ""), str(m.get("epochs", ""))]
+        epochs = f"{m.get('epochs', '')} ({m.get('best_epoch', '?')})"
+        cells = [m.get("recipe", Path(d).name), data, m.get("group", ""), epochs]
         cells += [_cell(m.get(k), digits) for k, _, digits in COLUMNS]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
