@@ -10,7 +10,7 @@ This script trains each recipe for a few epochs over many seeds, as shipped and 
 applied from outside (groupact's source is not modified): the decoder's last layer bias set to
 logit(mean training pixel), so the untrained model already outputs the data's mean intensity.
 
-    python benchmarks/collapse.py                       # 8 seeds × 3 epochs × 2 recipes × 2 variants
+    python benchmarks/collapse.py          # 8 seeds × 3 epochs × 2 recipes × 2 variants
     python benchmarks/collapse.py --seeds 16 --epochs 4 --recipes rotmnist-c4-fast
 
 A run counts as collapsed when its test PSNR after the last epoch is below 12 dB.

@@ -248,9 +248,9 @@ def section_options(args, out):
             return 1000 / (now() - t)
         run()
         return run
-    res.update(rounds_median({"eval forward, torch.no_grad": eval_rate(torch.no_grad),
-                              "eval forward, torch.inference_mode": eval_rate(torch.inference_mode)},
-                             args.rounds))
+    res.update(rounds_median({
+        "eval forward, torch.no_grad": eval_rate(torch.no_grad),
+        "eval forward, torch.inference_mode": eval_rate(torch.inference_mode)}, args.rounds))
 
     def validate_rate():
         t = now()

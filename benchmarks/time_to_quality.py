@@ -1,4 +1,4 @@
-"""Time to quality, side by side: the naive reference vs groupact (paper settings) vs groupact (fast).
+"""Time to quality, side by side: naive reference vs groupact (paper settings) vs groupact (fast).
 
 All contestants run in ONE process, interleaved epoch by epoch (the order rotates every round), so
 the noise of a shared machine falls on all of them alike. For each contestant and repeat:
@@ -10,8 +10,8 @@ the noise of a shared machine falls on all of them alike. For each contestant an
 - wall time until the test PSNR first reaches the target (default 28 dB): training + its own
   overhead, summed over its epochs; also "epochs to target × median epoch time", which is robust to
   load that drifts during the run;
-- the test PSNR at the end of its budget (50 epochs for the paper's settings, the recipe's epochs for
-  the fast recipe) and at its best-validation epoch (what the kept checkpoint gives);
+- the test PSNR at the end of its budget (50 epochs for the paper's settings, the recipe's epochs
+  for the fast recipe) and at its best-validation epoch (what the kept checkpoint gives);
 - peak memory: resident-set high-water mark (``getrusage(RUSAGE_SELF).ru_maxrss``) of a fresh
   subprocess per contestant, after setup and after one epoch of training + validation; the delta
   is what training adds. (tracemalloc is not used: it does not see torch's tensor allocations.)
@@ -65,7 +65,8 @@ class Naive:
     key, label = "naive", "naive reference (published-script structure)"
 
     def __init__(self, splits, seed: int, budget: int, extend: bool):
-        self.settings = "batch 64, Adam 1e-3 constant, DataLoader, per-sample loops, full target pass"
+        self.settings = ("batch 64, Adam 1e-3 constant, DataLoader, per-sample loops, "
+                         "full target pass")
         self.budget, self.extend = budget, extend
         self.n_train = len(splits.train)
         self.tr = naive_reference.NaiveTrainer(splits, batch_size=64, lr=1e-3, seed=seed)
