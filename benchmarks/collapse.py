@@ -22,15 +22,15 @@ import argparse
 import json
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from groupact.config import load_config
-from groupact.evaluate.metrics import psnr
-from groupact.train import Trainer, fixed_pairs
+from groupact.train import Trainer
+
+from epoch_curve import test_psnr_per_epoch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,16 +49,7 @@ def run(recipe: str, seed: int, epochs: int, bias_init: bool, overrides=()) -> l
     tr = Trainer(cfg, tempfile.mkdtemp(prefix="collapse-"), log=lambda *_: None)
     if bias_init:
         init_output_bias(tr.model, float(tr.splits.train.images.mean()))
-    test = fixed_pairs(tr.source, tr.splits.test, 500, cfg.eval.seed, True, tr.device)
-    out = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        stats = tr.run_epoch()
-        tr.end_epoch(stats, time.perf_counter() - t)
-        tr.model.eval()
-        with torch.no_grad():
-            out.append(round(float(psnr(tr.model(test.x1, test.g), test.x2).mean()), 2))
-    return out
+    return test_psnr_per_epoch(tr, epochs, 500)
 
 
 def main() -> None:

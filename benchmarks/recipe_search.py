@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from groupact.config import load_config
-from groupact.evaluate.metrics import psnr
-from groupact.train import Trainer, fixed_pairs
+from groupact.train import Trainer
+
+from epoch_curve import test_psnr_per_epoch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -64,16 +64,7 @@ def run_row(batch, lr, schedule, epochs, seed, threads) -> list[float]:
         f"train.batch_size={batch}", f"train.lr={lr}", f"train.schedule={schedule}",
         f"train.epochs={epochs}"])
     tr = Trainer(cfg, tempfile.mkdtemp(prefix="search-"), log=lambda *_: None)
-    test = fixed_pairs(tr.source, tr.splits.test, None, cfg.eval.seed, True, tr.device)
-    out = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        stats = tr.run_epoch()
-        tr.end_epoch(stats, time.perf_counter() - t)
-        tr.model.eval()
-        with torch.no_grad():
-            out.append(round(float(psnr(tr.model(test.x1, test.g), test.x2).mean()), 2))
-    return out
+    return test_psnr_per_epoch(tr, epochs, None)
 
 
 def main() -> None:
