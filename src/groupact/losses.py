@@ -38,6 +38,20 @@ def latent_term(pred: Tensor, target: Tensor, relative: bool) -> Tensor:
     return err / target.detach().pow(2).mean().clamp_min(1e-8)
 
 
+def _with_latent_terms(recon: Tensor, m: Tensor, z1: Tensor, moved: Tensor, target: Tensor,
+                       w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    """λ_r·recon + λ_i·L_inv + λ_v·L_const (terms with weight 0 skipped); ``target`` is sg[z2]."""
+    total = w.recon * recon
+    parts = {"recon": recon}
+    if w.inv:
+        parts["inv"] = latent_term((1 - m) * z1, (1 - m) * target, w.relative)
+        total = total + w.inv * parts["inv"]
+    if w.const:
+        parts["const"] = latent_term(m * moved, m * target, w.relative)
+        total = total + w.const * parts["const"]
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
 def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
                w: LossWeights) -> tuple[Tensor, dict[str, float]]:
     """The ALD objective; returns the total and its parts (as floats, for logs)."""
@@ -46,17 +60,8 @@ def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
         z2 = model.encode(batch.x2)
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
-    x_hat = model.decode(m * moved + (1 - m) * z1)
-    recon = F.mse_loss(x_hat, batch.x2)
-    total = w.recon * recon
-    parts = {"recon": recon}
-    if w.inv:
-        parts["inv"] = latent_term((1 - m) * z1, (1 - m) * z2, w.relative)
-        total = total + w.inv * parts["inv"]
-    if w.const:
-        parts["const"] = latent_term(m * moved, m * z2, w.relative)
-        total = total + w.const * parts["const"]
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    recon = F.mse_loss(model.decode(m * moved + (1 - m) * z1), batch.x2)
+    return _with_latent_terms(recon, m, z1, moved, z2, w)
 
 
 def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
@@ -65,18 +70,10 @@ def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
     z1, z2 = model.encode(batch.x1), model.encode(batch.x2)
     g_inv = model.group.inverse(batch.g)
     m = model.mask_like(z1)
-    fwd = F.mse_loss(model.decode(model.act(z1, batch.g, m)), batch.x2)
+    moved = model.action(z1, batch.g)
+    fwd = F.mse_loss(model.decode(m * moved + (1 - m) * z1), batch.x2)
     bwd = F.mse_loss(model.decode(model.act(z2, g_inv, m)), batch.x1)
-    recon = fwd + bwd
-    total = w.recon * recon
-    parts = {"recon": recon}
-    if w.inv:
-        parts["inv"] = latent_term((1 - m) * z1, (1 - m) * z2.detach(), w.relative)
-        total = total + w.inv * parts["inv"]
-    if w.const:
-        parts["const"] = latent_term(m * model.action(z1, batch.g), m * z2.detach(), w.relative)
-        total = total + w.const * parts["const"]
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return _with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w)
 
 
 LOSSES = {"paper": paper_loss, "symmetric": symmetric_loss}

@@ -35,10 +35,10 @@ def _folder(c: DataConfig) -> Splits:
     return load_folder(c.path, c.size, c.channels, c.n_train, c.n_val, c.n_test, c.split_seed)
 
 
-def _counts(c: DataConfig, default: tuple[int, int, int]) -> dict[str, int]:
-    return {"n_train": default[0] if c.n_train is None else c.n_train,
-            "n_val": default[1] if c.n_val is None else c.n_val,
-            "n_test": default[2] if c.n_test is None else c.n_test}
+def _counts(c: DataConfig) -> dict[str, int]:
+    """The split sizes the config sets; unset ones fall back to the loader's own defaults."""
+    given = {"n_train": c.n_train, "n_val": c.n_val, "n_test": c.n_test}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _brain3d(c: DataConfig) -> Splits:
@@ -46,13 +46,13 @@ def _brain3d(c: DataConfig) -> Splits:
     if c.path:
         return load_brain_folder(c.path, size=c.size or 32, seed=c.split_seed)
     return load_brain3d_synthetic(size=c.size or 32, seed=c.split_seed, cache_dir=c.cache_dir,
-                                  **_counts(c, (480, 60, 60)))
+                                  **_counts(c))
 
 
 def _brain2d(c: DataConfig) -> Splits:
     from groupact.data.brain import load_brain2d_slices
     return load_brain2d_slices(size=c.size or 64, seed=c.split_seed, path=c.path,
-                               cache_dir=c.cache_dir, **_counts(c, (480, 60, 60)))
+                               cache_dir=c.cache_dir, **_counts(c))
 
 
 def _adrenal3d(c: DataConfig) -> Splits:
@@ -60,7 +60,7 @@ def _adrenal3d(c: DataConfig) -> Splits:
     if c.path:
         return load_medmnist_npz(c.path)
     return load_adrenal_synthetic(size=c.size or 28, seed=c.split_seed, cache_dir=c.cache_dir,
-                                  **_counts(c, (1188, 98, 298)))
+                                  **_counts(c))
 
 
 def _planes(c: DataConfig) -> Splits:
