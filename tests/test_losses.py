@@ -73,3 +73,28 @@ def test_relative_latent_terms_do_not_reward_shrinking_the_latent():
         assert torch.isclose(latent_term(c * pred, c * target, True), latent_term(pred, target, True))
         assert torch.isclose(latent_term(c * pred, c * target, False),
                              c ** 2 * latent_term(pred, target, False))
+
+
+def test_autoencoder_loss_reconstructs_x1_and_ignores_the_group():
+    from groupact.losses import autoencoder_loss, get_loss
+    assert get_loss("autoencoder") is autoencoder_loss
+    model, b = _setup(["model.mask.kind=all"])
+    loss, parts = autoencoder_loss(model, b, LossWeights(1.0, 5.0, 5.0))  # λ_i, λ_v unused
+    assert set(parts) == {"recon"}
+    with torch.no_grad():
+        assert torch.isclose(loss, F.mse_loss(model.decode(model.encode(b.x1)), b.x1))
+    loss.backward()
+    assert _grads(model).abs().sum() > 0                       # gradient reaches the encoder
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+    # another g, another x2: the same loss
+    other = type(b)(b.x1, torch.rand_like(b.x2), model.group.sample(6), b.labels)
+    again, _ = autoencoder_loss(model, other, LossWeights())
+    assert torch.equal(again.detach(), loss.detach())
+
+
+def test_autoencoder_loss_leaves_the_ald_mask_without_gradient():
+    from groupact.losses import autoencoder_loss
+    model, b = _setup()
+    loss, _ = autoencoder_loss(model, b, LossWeights())
+    loss.backward()
+    assert model.mask.logits.grad is None

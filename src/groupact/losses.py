@@ -5,6 +5,8 @@
   without gradient (sg = stop-gradient).
 - :func:`symmetric_loss` (Jin et al. 2024): ‖x2 − D(g·z1)‖² + ‖x1 − D(g⁻¹·z2)‖², both branches
   trained.
+- :func:`autoencoder_loss`: ‖D(E x1) − x1‖², a plain autoencoder (no group action, no latent
+  terms): the representation-only baseline of the downstream-classification columns.
 """
 
 from __future__ import annotations
@@ -76,7 +78,20 @@ def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
     return _with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w)
 
 
-LOSSES = {"paper": paper_loss, "symmetric": symmetric_loss}
+def autoencoder_loss(model: GroupActionAutoencoder, batch: PairBatch,
+                     w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    """A plain autoencoder: λ_r·‖D(E x1) − x1‖², ignoring g, x2, the mask and the action.
+
+    The baseline for the probe columns: what a latent learns from reconstruction alone. x1 is a
+    randomly transformed view with ``pairs.mode=both`` (the reproduce plan sets it), so the
+    autoencoder sees the same image distribution as the group-action methods; λ_i and λ_v are
+    not used (there is no group action to make anything invariant or equivariant).
+    """
+    recon = F.mse_loss(model.decode(model.encode(batch.x1)), batch.x1)
+    return w.recon * recon, {"recon": float(recon.detach())}
+
+
+LOSSES = {"paper": paper_loss, "symmetric": symmetric_loss, "autoencoder": autoencoder_loss}
 
 
 def get_loss(kind: str):
