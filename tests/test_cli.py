@@ -18,7 +18,8 @@ TINY = ["--set", "data.n_train=640", "--set", "data.n_val=64", "--set", "data.n_
 
 FLAT_KEYS = ["psnr", "ssim", "psnr_identity", "ssim_identity", "inv_error", "equiv_error",
              "homomorphism_error", "mask_fraction", "probe_zi", "probe_zv", "probe_z",
-             "probe_zi_upright", "probe_zv_upright", "probe_z_upright"]
+             "probe_zi_upright", "probe_zv_upright", "probe_z_upright", "psnr_wrong_g",
+             "probe_zinv", "probe_zinv_upright"]
 
 
 @pytest.fixture(scope="module")

@@ -103,3 +103,58 @@ def test_mask_gradient_reaches_logits_through_the_model():
     target = torch.rand(4, 1, 28, 28, generator=GEN)
     torch.nn.functional.mse_loss(model(x, torch.ones(4, dtype=torch.long)), target).backward()
     assert mask.logits.grad is not None and mask.logits.grad.abs().sum() > 0
+
+
+# --- invariant read-outs: unchanged by the action, and still informative ---------------------
+
+def _invariant_cases():
+    cube = build_group("cube")
+    so3 = build_group("so3")
+    return [
+        ("c4 spatial", SpatialAction(CyclicRotations(4)), torch.randn(5, 3, 7, 7, generator=GEN),
+         CyclicRotations(4)),
+        ("shift spatial", SpatialAction(CyclicShifts(28, 4)),
+         torch.randn(5, 3, 7, 7, generator=GEN), CyclicShifts(28, 4)),
+        ("cube spatial", SpatialAction(cube), torch.randn(5, 2, 4, 4, 4, generator=GEN), cube),
+        ("so2 matrix", MatrixAction(SO2()), torch.randn(5, 6, 2, generator=GEN), SO2()),
+        ("c4 matrix", MatrixAction(CyclicRotations(4)), torch.randn(5, 6, 2, generator=GEN),
+         CyclicRotations(4)),
+        ("so3 matrix", MatrixAction(so3), torch.randn(5, 6, 3, generator=GEN), so3),
+        ("contrast affine", AffineAction(build_group("contrast")),
+         torch.randn(5, 4, 3, 3, generator=GEN), build_group("contrast")),
+    ]
+
+
+def test_invariant_readout_is_exactly_invariant_and_informative():
+    for name, action, z, group in _invariant_cases():
+        g = group.sample_non_identity(z.shape[0], GEN)
+        before, after = action.invariants(z), action.invariants(action(z, g))
+        assert before.shape[0] == z.shape[0] and before.dim() == 2, name
+        assert torch.allclose(before, after, atol=1e-4, rtol=1e-4), \
+            (name, float((before - after).abs().max()))
+        # informative: different latents give different features (not a constant)
+        assert float((before[0] - before[1]).abs().max()) > 1e-2, name
+
+
+def test_invariant_readout_of_continuous_so2_spatial_is_exact_on_its_subgroup():
+    action = SpatialAction(SO2())
+    z = torch.randn(4, 3, 9, 9, generator=GEN)
+    # a quarter turn is exact on the grid and permutes the C8 averaging set
+    quarter = torch.full((4,), torch.pi / 2)
+    assert torch.allclose(action.invariants(z), action.invariants(action(z, quarter)), atol=1e-5)
+
+
+def test_model_invariant_features_keep_z_i_and_read_z_v():
+    c4 = CyclicRotations(4)
+    model = GroupActionAutoencoder(torch.nn.Identity(), torch.nn.Identity(), c4,
+                                   FixedMask(4, [0, 1]), SpatialAction(c4), (4, 5, 5))
+    z = torch.randn(3, 4, 5, 5, generator=GEN)
+    f = model.invariant_features(z)
+    assert torch.equal(f[:, :50], z[:, 2:].flatten(1))           # z_i as it is
+    assert f.shape[1] == 50 + 2 * 2 * 25                          # + mean and mean square of z_v
+    g = torch.tensor([1, 2, 3])
+    moved = model.act(z, g)
+    assert torch.allclose(model.invariant_features(moved), f, atol=1e-6)
+    all_inv = GroupActionAutoencoder(torch.nn.Identity(), torch.nn.Identity(), c4,
+                                     FixedMask(4, []), SpatialAction(c4), (4, 5, 5))
+    assert torch.equal(all_inv.invariant_features(z), z.flatten(1))

@@ -1,6 +1,7 @@
 """A short real training run must beat the do-nothing answer by a clear margin."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -72,3 +73,18 @@ def test_mask_freeze_holds_the_logits_then_releases_them(tmp_path):
                                               "model.mask.freeze_epochs=1"])
     moved = train_run(cfg2, tmp_path / "b", log=lambda *_: None)
     assert not torch.equal(moved.model.mask.logits.detach(), start.detach())
+
+
+def test_output_bias_init_starts_the_decoder_at_the_mean_pixel(tmp_path):
+    from groupact.train import Trainer
+    cfg = load_config("rotmnist-c4", TINY + ["train.epochs=0", "data.n_train=128",
+                                             "model.init_output_bias=true"])
+    tr = Trainer(cfg, tmp_path / "a", log=lambda *_: None)
+    mean = float(tr.splits.train.images.mean())
+    last = [m for m in tr.model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
+    assert torch.allclose(last.bias, torch.full_like(last.bias, math.log(mean / (1 - mean))))
+    plain = Trainer(load_config("rotmnist-c4", TINY + ["train.epochs=0", "data.n_train=128"]),
+                    tmp_path / "b", log=lambda *_: None)
+    last_plain = [m for m in plain.model.decoder.modules()
+                  if isinstance(m, torch.nn.ConvTranspose2d)][-1]
+    assert not torch.allclose(last_plain.bias, last.bias)

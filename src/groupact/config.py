@@ -82,6 +82,7 @@ class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [32])
     latent_dim: int = 24
     fibre: int = 2
+    init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
     mask: MaskConfig = field(default_factory=MaskConfig)
     action: ActionConfig = field(default_factory=ActionConfig)
 

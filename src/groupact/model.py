@@ -80,6 +80,17 @@ class GroupActionAutoencoder(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
 
+    def invariant_features(self, z: Tensor) -> Tensor:
+        """(B, F) features of a latent that the group leaves unchanged and that keep its content:
+        the invariant channels as they are, plus the action's invariants of the variant channels
+        (orbit statistics for spatial actions, Gram matrices for matrix actions). For probes and
+        downstream classifiers; see docs/PROTOCOL.md (`probe_zinv`)."""
+        keep = self.mask.hard().bool().to(z.device)
+        parts = [z[:, ~keep].flatten(1)]
+        if bool(keep.any()):
+            parts.append(self.action.invariants(z[:, keep]))
+        return torch.cat(parts, 1)
+
     @torch.no_grad()
     def transform(self, x: Tensor, g: Tensor) -> Tensor:
         """Inference helper: T_g(x) through the latent space, in eval mode, without gradients."""

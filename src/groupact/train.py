@@ -36,6 +36,7 @@ from groupact.io import (append_jsonl, atomic_copy, atomic_write_json, load_chec
                          remove_stale_temps, save_checkpoint, write_jsonl)
 from groupact.losses import LossWeights, get_loss
 from groupact.model import GroupActionAutoencoder
+from groupact.nets import init_output_bias
 from groupact.runs import RunPaths, config_differences, read_run_config
 
 __all__ = ["RunPaths", "TIMING_KEYS", "RESUMABLE_KEYS", "Trainer", "train_run", "resume_config",
@@ -145,6 +146,8 @@ class Trainer:
         self.group = group_from_config(cfg)
         self.source = build_pair_source(cfg, self.group, self.splits)
         self.model = model_from_config(cfg, self.splits.image_shape, self.group).to(self.device)
+        if cfg.model.init_output_bias:
+            init_output_bias(self.model.decoder, float(self.splits.train.images.float().mean()))
         self.comm.broadcast_params(self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
         self.steps_per_epoch = math.ceil(len(self.splits.train) / cfg.train.batch_size)

@@ -55,6 +55,9 @@ def image_metrics(model: GroupActionAutoencoder, pairs) -> dict[str, float]:
         add("psnr_identity", psnr(b.x1, b.x2))
         add("ssim_identity", ssim(b.x1, b.x2))
         add("psnr_autoencode", psnr(model.decode(z1), b.x1))
+        # the same model told another pair's g: if this matches "psnr", the decoder ignores g
+        wrong = model.action(z1, b.g.roll(1, 0))
+        add("psnr_wrong_g", psnr(model.decode(m * wrong + (1 - m) * z1), b.x2))
         lat["inv_num"] += float(((1 - m) * (z1 - z2)).pow(2).sum())
         lat["inv_den"] += float(((1 - m) * z2).pow(2).sum())
         lat["eq_num"] += float((m * (moved - z2)).pow(2).sum())
@@ -101,12 +104,17 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
     upright_train = source.views(splits.train, tr_idx.to(dev), None, device=dev)
     turned_test = source.views(splits.test, te_idx.to(dev),
                                torch.Generator().manual_seed(seed + 1), device=dev)
-    f_tt = split_features(encode_all(model, turned_train), mask)
-    f_ut = split_features(encode_all(model, upright_train), mask)
-    f_te = split_features(encode_all(model, turned_test), mask)
+    feats = []
+    for views in (turned_train, upright_train, turned_test):
+        z = encode_all(model, views)
+        f = split_features(z, mask)
+        f["zinv"] = torch.cat([model.invariant_features(z[i:i + EVAL_BATCH])
+                               for i in range(0, len(z), EVAL_BATCH)])
+        feats.append(f)
+    f_tt, f_ut, f_te = feats
     y_tr, y_te = splits.train.labels, splits.test.labels
     out: dict[str, float | None] = {}
-    for part in ("zi", "zv", "z"):
+    for part in ("zi", "zv", "z", "zinv"):
         out[f"probe_{part}"] = probe_accuracy(f_tt[part], y_tr, f_te[part], y_te, steps, l2)
         out[f"probe_{part}_upright"] = probe_accuracy(f_ut[part], y_tr, f_te[part], y_te, steps,
                                                       l2)
@@ -244,7 +252,8 @@ def summary_markdown(m: dict[str, Any]) -> str:
              f"{_fmt(m['mse'], 5)} |",
              f"| do nothing (x̂2 = x1) | {_fmt(m['psnr_identity'], 2)} | "
              f"{_fmt(m['ssim_identity'])} | {_fmt(m['mse_identity'], 5)} |", "",
-             f"Plain autoencoding PSNR {_fmt(m['psnr_autoencode'], 2)} dB; PSNR from the mean MSE "
+             f"Plain autoencoding PSNR {_fmt(m['psnr_autoencode'], 2)} dB; told another pair's g, "
+             f"the model scores {_fmt(m.get('psnr_wrong_g'), 2)} dB; PSNR from the mean MSE "
              f"{_fmt(m['psnr_from_mean_mse'], 2)} dB.", "",
              "| latent error (relative, 0 = exact) | value |", "|---|---|",
              f"| invariance ‖z_i(x1) − z_i(x2)‖²/‖z_i‖² | {_fmt(m['inv_error'], 4)} |",
@@ -255,11 +264,14 @@ def summary_markdown(m: dict[str, Any]) -> str:
              f"(first epoch {_fmt(m.get('mask_fraction_first_epoch'))}; "
              f"{m.get('mask_flips_during_training', 0)} channel flips during training).", ""]
     if "probe_z" in m:
-        lines += ["| linear probe accuracy | z_i | z_v | z |", "|---|---|---|---|",
+        lines += ["| linear probe accuracy | z_i | z_v | z | invariant read-out |",
+                  "|---|---|---|---|---|",
                   f"| train & test on transformed images | {_fmt(m['probe_zi'])} | "
-                  f"{_fmt(m['probe_zv'])} | {_fmt(m['probe_z'])} |",
+                  f"{_fmt(m['probe_zv'])} | {_fmt(m['probe_z'])} | "
+                  f"{_fmt(m.get('probe_zinv'))} |",
                   f"| train upright, test transformed | {_fmt(m['probe_zi_upright'])} | "
-                  f"{_fmt(m['probe_zv_upright'])} | {_fmt(m['probe_z_upright'])} |", "",
+                  f"{_fmt(m['probe_zv_upright'])} | {_fmt(m['probe_z_upright'])} | "
+                  f"{_fmt(m.get('probe_zinv_upright'))} |", "",
                   f"Chance (majority class): {_fmt(m['probe_chance'])}.", ""]
     if m.get("figures"):
         lines += ["Figures: " + ", ".join(f"[{f}](figures/{f})" for f in m["figures"]), ""]

@@ -17,6 +17,8 @@ COLUMNS: list[tuple[str, str, int]] = [
     ("probe_zv", "probe z_v", 3), ("probe_z", "probe z", 3),
     ("probe_zi_upright", "probe z_i (upright→turned)", 3),
     ("probe_z_upright", "probe z (upright→turned)", 3),
+    ("probe_zinv", "probe inv. read-out", 3),
+    ("probe_zinv_upright", "probe inv. read-out (upright→turned)", 3),
 ]
 
 

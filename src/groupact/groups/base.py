@@ -82,6 +82,19 @@ class Group(ABC):
             return all_elements[:n]
         raise NotImplementedError
 
+    def averaging_elements(self, device: torch.device | str | None = None) -> Tensor:
+        """A finite set closed under the group law, to average latent fibres over.
+
+        Averaging f(ρ_h z) over a finite subgroup H gives features invariant to H exactly: the
+        whole group when it is finite; continuous groups pick a finite subgroup (C_8 ⊂ SO(2), the
+        24 cube turns ⊂ SO(3)), so their read-out is invariant to that subgroup exactly and to
+        the rest approximately.
+        """
+        all_elements = self.elements(device)
+        if all_elements is None:
+            raise GroupactError(f"group '{self.name}' has no finite subgroup to average over")
+        return all_elements
+
     # --- actions --------------------------------------------------------------------------
     @abstractmethod
     def act_image(self, x: Tensor, g: Tensor) -> Tensor:

@@ -136,6 +136,10 @@ class SO2(Group):
     def orbit_elements(self, n, device=None):
         return torch.arange(n, device=device, dtype=torch.float32) * (2 * math.pi / n)
 
+    def averaging_elements(self, device=None):
+        """C_8: eighth turns (exact on the latent up to bilinear resampling)."""
+        return self.orbit_elements(8, device)
+
     def act_image(self, x, g):
         self.check_input(x)
         return rotate_images(x, g.to(x.device))

@@ -172,6 +172,10 @@ class SO3(Group):
         axis = torch.tensor([[1.0, 0.0, 0.0]], device=device).expand(n, 3)
         return axis_angle_to_matrix(axis, angle)
 
+    def averaging_elements(self, device=None):
+        """The 24 cube rotations as matrices: a finite subgroup that resamples exactly."""
+        return _cube_matrices().to(device=device, dtype=torch.float32)
+
     def act_image(self, x, g):
         self.check_input(x)
         return rotate_volumes(x, g)

@@ -23,6 +23,14 @@ class LatentAction(nn.Module):
     def check_fibre(self, fibre: tuple[int, ...]) -> None:
         """Raise a ConfigError if this action cannot act on fibres of this shape."""
 
+    def invariants(self, z: Tensor) -> Tensor:
+        """(B, F) features of variant channels z (B, C, *fibre) that this action leaves unchanged.
+
+        z_i is invariant but may carry little; z_v carries the content but moves. Invariants of
+        z_v give a read-out that is both (docs/PROTOCOL.md, `probe_zinv`).
+        """
+        raise NotImplementedError
+
 
 class SpatialAction(LatentAction):
     """The group's own geometric action on each channel's feature map or feature volume.
@@ -40,6 +48,22 @@ class SpatialAction(LatentAction):
     def forward(self, z: Tensor, g: Tensor) -> Tensor:
         return self.group.act_map(z, g)
 
+    def invariants(self, z: Tensor) -> Tensor:
+        """Orbit mean and orbit mean square of each fibre over the group's averaging set.
+
+        Exact for finite groups (C4, shifts, cube turns): Φ_g permutes the orbit. The mean square
+        keeps what the mean averages away (a turned stroke vs its mirror turn).
+        """
+        elements = self.group.averaging_elements(z.device)
+        total = torch.zeros_like(z)
+        squares = torch.zeros_like(z)
+        for e in elements:   # a loop over ≤ 49 group elements, each batched over samples
+            moved = self.group.act_map(z, e.expand(z.shape[0], *e.shape))
+            total += moved
+            squares += moved * moved
+        n = len(elements)
+        return torch.cat([(total / n).flatten(1), (squares / n).flatten(1)], 1)
+
 
 class MatrixAction(LatentAction):
     """ρ(g) on k-vector fibres (Jin et al.): z of shape (B, C, k), each channel a k-vector."""
@@ -55,6 +79,18 @@ class MatrixAction(LatentAction):
     def forward(self, z: Tensor, g: Tensor) -> Tensor:
         rho = self.group.matrix(g).to(z)
         return torch.einsum("bij,bcj->bci", rho, z)
+
+    def invariants(self, z: Tensor) -> Tensor:
+        """Inner products of every pair of fibres (the Gram matrix), and for k = 2 their 2×2
+        determinants: unchanged by any rotation ρ(g) ∈ SO(k), since ρᵀρ = 1 and det ρ = 1."""
+        c = z.shape[1]
+        rows, cols = torch.triu_indices(c, c, device=z.device)
+        feats = [torch.einsum("bck,bdk->bcd", z, z)[:, rows, cols]]
+        if z.shape[2] == 2:
+            r, s = torch.triu_indices(c, c, 1, device=z.device)
+            det = z[:, :, 0, None] * z[:, None, :, 1] - z[:, :, 1, None] * z[:, None, :, 0]
+            feats.append(det[:, r, s])
+        return torch.cat(feats, 1)
 
 
 class AffineAction(LatentAction):
@@ -72,6 +108,13 @@ class AffineAction(LatentAction):
         rho = self.group.matrix(g).to(z)
         shape = (-1,) + (1,) * (z.dim() - 1)
         return rho[:, 0, 0].view(shape) * z + rho[:, 0, 1].view(shape)
+
+    def invariants(self, z: Tensor) -> Tensor:
+        """The variant entries standardised per sample, (z − mean) / std: unchanged by a·z + b for
+        every a > 0 (the contrast group's a is positive)."""
+        flat = z.flatten(1)
+        centred = flat - flat.mean(1, keepdim=True)
+        return centred / centred.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-8)
 
 
 ACTIONS: dict[str, type[LatentAction]] = {

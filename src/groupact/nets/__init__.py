@@ -126,6 +126,27 @@ NETS: dict[str, tuple[Builder, str]] = {
 }
 
 
+def init_output_bias(decoder: nn.Module, mean: float) -> None:
+    """Start the decoder at the data's mean intensity: its last layer's bias = logit(mean).
+
+    A sigmoid decoder that starts at 0.5 on mostly black data first learns to output black
+    everywhere, a flat minimum some runs never leave (benchmarks/collapse.py); starting at the
+    mean skips it. Needs a decoder whose last biased layer feeds a sigmoid.
+    """
+    import math
+
+    import torch
+
+    layers = [m for m in decoder.modules()
+              if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                                nn.Linear)) and m.bias is not None]
+    if not layers:
+        raise ConfigError("model.init_output_bias needs a decoder with a biased conv/linear layer")
+    p = min(max(mean, 1e-3), 1 - 1e-3)
+    with torch.no_grad():
+        layers[-1].bias.fill_(math.log(p / (1 - p)))
+
+
 def build_nets(name: str, spec: NetSpec) -> tuple[nn.Module, nn.Module]:
     """The (encoder, decoder) pair a recipe names, built for its input shape."""
     if name not in NETS:
@@ -133,4 +154,4 @@ def build_nets(name: str, spec: NetSpec) -> tuple[nn.Module, nn.Module]:
     return NETS[name][0](spec)
 
 
-__all__ = ["NETS", "NetSpec", "build_nets"]
+__all__ = ["NETS", "NetSpec", "build_nets", "init_output_bias"]
