@@ -10,7 +10,8 @@ from typing import Any
 from groupact.errors import CheckpointError
 
 COLUMNS: list[tuple[str, str, int]] = [
-    ("psnr", "PSNR", 2), ("psnr_identity", "PSNR do-nothing", 2), ("ssim", "SSIM", 3),
+    ("psnr", "PSNR", 2), ("psnr_identity", "PSNR do-nothing", 2),
+    ("psnr_wrong_g", "PSNR told a wrong g", 2), ("ssim", "SSIM", 3),
     ("ssim_identity", "SSIM do-nothing", 3), ("equiv_error", "equiv. err", 4),
     ("inv_error", "inv. err", 4), ("homomorphism_error", "hom. err", 5),
     ("mask_fraction", "mask variant", 2), ("probe_zi", "probe z_i", 3),
