@@ -135,6 +135,38 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _atomic(path, lambda p: torch.save(state, p))
 
 
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path, name: str = "SHA256SUMS") -> Path:
+    """``folder/SHA256SUMS`` for every file below it (``sha256sum -c`` format), sorted paths."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
+    lines = [f"{sha256(p)}  {p.relative_to(folder).as_posix()}" for p in files]
+    atomic_write_text(folder / name, "\n".join(lines) + "\n")
+    return folder / name
+
+
+def verify_checksums(folder: Path, name: str = "SHA256SUMS") -> list[str]:
+    """Paths under ``folder`` whose SHA-256 differs from ``SHA256SUMS`` (or that are missing)."""
+    folder = Path(folder)
+    bad = []
+    for line in (folder / name).read_text().splitlines():
+        digest, rel = line.split("  ", 1)
+        path = folder / rel
+        if not path.is_file() or sha256(path) != digest:
+            bad.append(rel)
+    return bad
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint, turning every way it can be broken into a one-line CheckpointError.
 

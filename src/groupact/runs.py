@@ -18,7 +18,7 @@ import yaml
 from groupact.build import model_from_config
 from groupact.config import Config, from_dict
 from groupact.errors import CheckpointError, ConfigError
-from groupact.io import load_checkpoint
+from groupact.io import atomic_copy, load_checkpoint, save_checkpoint
 from groupact.model import GroupActionAutoencoder
 
 
@@ -148,3 +148,27 @@ def load_run(run_dir: str | Path, which: str = "best",
                               "describes") from None
     model.eval()
     return LoadedRun(cfg, model, paths, state)
+
+
+#: what a slim (exported) checkpoint keeps: enough to evaluate and transform, not to resume
+EXPORT_KEYS = ("format", "model", "epoch", "best_epoch", "best_val", "config", "data_fingerprint",
+               "input_shape")
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """A small copy of a trained run that `evaluate` and `transform` accept, but that cannot resume.
+
+    Keeps config.yaml, data.json, metrics.jsonl and the best checkpoint's weights (no optimiser
+    state, RNG or partial sums: about a third of the size), for shipping trained models.
+    """
+    src, dst = RunPaths(Path(run_dir)), RunPaths(Path(out_dir))
+    state = load_checkpoint(src.best)
+    if "input_shape" not in state:
+        raise CheckpointError(f"{src.best} lacks the input shape; it is not a groupact run")
+    read_run_config(run_dir)            # a clear error for a folder that is not a run
+    dst.checkpoints.mkdir(parents=True, exist_ok=True)
+    for f in (src.config, src.data, src.metrics):
+        if f.is_file():
+            atomic_copy(f, dst.root / f.name)
+    save_checkpoint(dst.best, {k: state[k] for k in EXPORT_KEYS if k in state})
+    return dst.root
