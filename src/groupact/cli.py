@@ -1,4 +1,4 @@
-"""The `groupact` command: train, evaluate, transform, info.
+"""The `groupact` command: train, evaluate, transform, report, reproduce, info.
 
 User mistakes (GroupactError) print one line on stderr and exit with status 2; anything else is a
 bug and keeps its traceback.
@@ -59,6 +59,35 @@ def _parser() -> argparse.ArgumentParser:
                        description="Tabulate RUN_DIR/eval/metrics.json of each run folder.")
     r.add_argument("run_dirs", nargs="+")
     r.add_argument("--output", help="write the table to this file (default: print it)")
+
+    q = sub.add_parser("reproduce", help="train, evaluate and tabulate the paper's comparisons",
+                       description="Expand the reproduction plan (datasets × methods × seeds, "
+                                   "plus ablations) into run folders under OUT/runs, train what "
+                                   "is missing (reusing finished runs, resuming interrupted "
+                                   "ones) and write OUT/RESULTS.md, results.csv, summary.csv "
+                                   "and index.html. See docs/REPRODUCE.md.")
+    q.add_argument("--budget", default="quick",
+                   help="quick (short schedules, meant to finish within 90 minutes on 2 CPU "
+                        "cores), full (the recipes' own settings) or tiny (seconds a run, for "
+                        "checks); default quick")
+    q.add_argument("--datasets", help="comma-separated dataset names (default: all)")
+    q.add_argument("--methods", help="comma-separated method and/or ablation names (default: "
+                                     "every method, plus the ablations)")
+    q.add_argument("--no-ablations", action="store_true", help="skip the ablations")
+    q.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the budget's)")
+    q.add_argument("--jobs", type=int, help="runs in parallel, one thread each "
+                                            "(default: min(2, CPU count))")
+    q.add_argument("--out", default="results", help="results folder (default: results)")
+    q.add_argument("--plan", help="a plan YAML file instead of the bundled one")
+    q.add_argument("--overwrite-changed", action="store_true",
+                   help="retrain runs whose saved config differs from the plan's (deletes them)")
+    q.add_argument("--reevaluate", action="store_true",
+                   help="evaluate finished runs again (e.g. for new metrics) instead of reusing "
+                        "their eval/metrics.json; trains nothing")
+    q.add_argument("--dry-run", action="store_true",
+                   help="list the runs and what would happen to each; run nothing")
+    q.add_argument("--tables-only", action="store_true",
+                   help="only rewrite the tables from the runs already in OUT")
 
     sub.add_parser("info", help="list recipes, datasets, groups, networks and actions")
     return p
@@ -162,12 +191,40 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+def cmd_reproduce(args) -> int:
+    import shlex
+
+    from groupact.reproduce.plan import load_plan
+    from groupact.reproduce.runner import reproduce
+    from groupact.reproduce.tables import write_tables
+
+    if args.tables_only:
+        if not (Path(args.out) / "runs").is_dir():
+            raise GroupactError(f"{args.out} holds no runs ({args.out}/runs); run `groupact "
+                                "reproduce` first, or point --out at its results folder")
+        paths = write_tables(Path(args.out), load_plan(args.plan))
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+        return 0
+    command = "groupact " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    result = reproduce(budget=args.budget, datasets=_names(args.datasets),
+                       methods=_names(args.methods), ablations=not args.no_ablations,
+                       seeds=args.seeds, jobs=args.jobs, out=args.out, plan_path=args.plan,
+                       overwrite_changed=args.overwrite_changed, dry_run=args.dry_run,
+                       reevaluate=args.reevaluate, command=command)
+    return result.exit_code
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transform": cmd_transform,
-            "report": cmd_report, "info": cmd_info}
+            "report": cmd_report, "reproduce": cmd_reproduce, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `reproduce`
     try:
         return COMMANDS[args.command](args)
     except GroupactError as e:
