@@ -89,7 +89,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "paper"            # paper | symmetric
+    kind: str = "paper"            # paper | symmetric | autoencoder (plain AE baseline)
     recon: float = 1.0
     inv: float = 1.0
     const: float = 1.0
