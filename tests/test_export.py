@@ -50,3 +50,17 @@ def test_checksums_catch_a_changed_or_missing_file(tmp_path):
     (tmp_path / "y.txt").write_text("hullo")
     (tmp_path / "a" / "x.bin").unlink()
     assert sorted(verify_checksums(tmp_path)) == ["a/x.bin", "y.txt"]
+
+
+def test_export_command_writes_checksums_and_refuses_bad_targets(run_and_export, tmp_path,
+                                                                 capsys):
+    run, _ = run_and_export
+    out = tmp_path / "shared"
+    assert main(["export", str(run), str(out)]) == 0
+    assert verify_checksums(out) == []
+    assert "checkpoints/best.pt" in (out / "SHA256SUMS").read_text()
+    assert main(["export", str(run), str(out)]) == 2                 # not empty: refused
+    assert main(["export", str(tmp_path / "nope"), str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()                             # nothing half-written
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("groupact: error:") for e in err)

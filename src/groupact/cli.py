@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--tables-only", action="store_true",
                    help="only rewrite the tables from the runs already in OUT")
 
+    xp = sub.add_parser("export", help="a small copy of a trained run for sharing (weights only)",
+                        description="Copy RUN_DIR's config, data provenance, log and best weights "
+                                    "(no optimiser state: about a third of the checkpoint) to "
+                                    "OUT_DIR, with a SHA256SUMS file; `evaluate` and `transform` "
+                                    "accept the copy, `train --resume` does not.")
+    xp.add_argument("run_dir")
+    xp.add_argument("out_dir")
+
     sub.add_parser("info", help="list recipes, datasets, groups, networks and actions")
     return p
 
@@ -151,6 +159,20 @@ def cmd_transform(args) -> int:
         raise GroupactError("give exactly one of --g VALUE or --orbit N")
     transform_file(args.run_dir, args.input, args.output, g=args.g, orbit=args.orbit)
     print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from groupact.io import write_checksums
+    from groupact.runs import export_run
+
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise GroupactError(f"{out} exists and is not empty; choose another folder or delete it")
+    export_run(args.run_dir, out)
+    sums = write_checksums(out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"exported {args.run_dir} to {out} ({size / 1e6:.2f} MB); checksums in {sums}")
     return 0
 
 
@@ -219,7 +241,8 @@ def cmd_reproduce(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transform": cmd_transform,
-            "report": cmd_report, "reproduce": cmd_reproduce, "info": cmd_info}
+            "report": cmd_report, "reproduce": cmd_reproduce, "export": cmd_export,
+            "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,11 +162,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     state, RNG or partial sums: about a third of the size), for shipping trained models.
     """
     src, dst = RunPaths(Path(run_dir)), RunPaths(Path(out_dir))
+    read_run_config(run_dir)            # a clear error for a folder that is not a run
     state = load_checkpoint(src.best)
     if "input_shape" not in state:
         raise CheckpointError(f"{src.best} lacks the input shape; it is not a groupact run")
-    read_run_config(run_dir)            # a clear error for a folder that is not a run
-    dst.checkpoints.mkdir(parents=True, exist_ok=True)
+    dst.checkpoints.mkdir(parents=True, exist_ok=True)   # only once everything read cleanly
     for f in (src.config, src.data, src.metrics):
         if f.is_file():
             atomic_copy(f, dst.root / f.name)
