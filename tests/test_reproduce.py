@@ -237,7 +237,8 @@ def test_tables_generic_columns_ablations_and_figures(tmp_path):
     assert "psnr_extra" in text.split("### (b)")[0]                    # new psnr_ keys
     ablations = text.split("### (e)")[1]
     assert "ald (reference)" in ablations and "| inv-only | 1 | 13.00 |" in ablations
-    assert "runs/rotmnist/ald/seed0/eval/figures/swap.png" in text
+    assert "](figures/rotmnist-swap.png)" in text          # a copy that lives with the tables
+    assert (out / "figures" / "rotmnist-swap.png").read_bytes() == b"\x89PNG fake"
     assert "data:image/png;base64," in (out / "index.html").read_text()
     assert "rotmnist,ald,method,psnr,2,20.0,0.0" in (out / "summary.csv").read_text()
 

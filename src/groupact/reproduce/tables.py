@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groupact.io import atomic_write_text
+from groupact.io import atomic_copy, atomic_write_text
 from groupact.reproduce.plan import Plan
 
 #: the figures of the reference method's seed-0 run that the HTML page embeds, per dataset
@@ -396,10 +396,29 @@ def results_markdown(plan, records, manifest, out: Path) -> str:
         text += [t.markdown()]
     figs = page_figures(plan, records)
     if figs:
-        text += ["## Figures (seed 0)", ""]
-        text += [f"- {d}: [{p.name}]({p.relative_to(out).as_posix()})" for d, p in figs]
-        text += [""]
+        # run folders are not kept with the tables (results/runs is large): the page shows copies
+        text += ["## Figures (reference method, seed 0)", ""]
+        for dataset in dict.fromkeys(d for d, _ in figs):
+            text += [f"### {_label(plan, dataset)}", ""]
+            text += [f"![{dataset} {p.stem}]({figure_copy_name(dataset, p)})"
+                     for d, p in figs if d == dataset] + [""]
     return "\n".join(text)
+
+
+def figure_copy_name(dataset: str, fig: Path) -> str:
+    """Where RESULTS.md's copy of a run's figure lives, relative to the results folder."""
+    return f"figures/{dataset}-{fig.name}"
+
+
+def copy_page_figures(plan: Plan | None, records: list[RunRecord], out: Path) -> list[Path]:
+    """Copy the page's figures next to RESULTS.md so the page works without the run folders."""
+    copies = []
+    for dataset, fig in page_figures(plan, records):
+        dst = out / figure_copy_name(dataset, fig)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_copy(fig, dst)
+        copies.append(dst)
+    return copies
 
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:90em}"
@@ -487,6 +506,7 @@ def write_tables(out: str | Path, plan: Plan | None) -> list[Path]:
              out / "results.csv": results_csv(records),
              out / "summary.csv": summary_csv(records),
              out / "index.html": results_html(plan, records, manifest)}
+    copies = copy_page_figures(plan, records, out)
     for path, text in files.items():
         atomic_write_text(path, text)
-    return list(files)
+    return list(files) + copies
