@@ -114,6 +114,16 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or {} when it is missing, unreadable or not an object:
+    for bookkeeping files a fresh start can do without."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records (JSON objects) of a JSONL file; a torn line (a crash mid-write) is skipped."""
     out = []

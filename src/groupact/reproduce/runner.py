@@ -44,7 +44,7 @@ import yaml
 
 from groupact.config import Config, save_config
 from groupact.errors import CheckpointError, ConfigError
-from groupact.io import atomic_write_json
+from groupact.io import atomic_write_json, read_json_object
 from groupact.reproduce.plan import Plan, load_plan
 from groupact.runs import RunPaths, config_differences, with_defaults
 
@@ -267,11 +267,7 @@ def prepare_data(runs: list[RunSpec], say: Callable[[str], None]) -> None:
 # --- bookkeeping files ---------------------------------------------------------------------------
 
 def read_run_meta(run_dir: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((Path(run_dir) / RUN_META).read_text())
-        return meta if isinstance(meta, dict) else {}
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
+    return read_json_object(Path(run_dir) / RUN_META)
 
 
 def write_run_meta(spec: RunSpec, budget: str, add_seconds: float, status: str,

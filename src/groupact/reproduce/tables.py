@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groupact.io import atomic_copy, atomic_write_text
+from groupact.io import atomic_copy, atomic_write_text, read_json_object
 from groupact.reproduce.plan import Plan
 
 #: the figures of the reference method's seed-0 run that the HTML page embeds, per dataset
@@ -320,11 +320,7 @@ def all_tables(plan: Plan | None, records: list[RunRecord]) -> list[Table]:
 
 def read_manifest(out: Path) -> dict[str, Any]:
     from groupact.reproduce.runner import MANIFEST
-    try:
-        m = json.loads((Path(out) / MANIFEST).read_text())
-        return m if isinstance(m, dict) else {}
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
+    return read_json_object(Path(out) / MANIFEST)
 
 
 def _duration(seconds: float | None) -> str:
