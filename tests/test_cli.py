@@ -52,7 +52,7 @@ def test_transform_turns_a_digit(run_dir, tmp_path):
     Image.fromarray((digit.numpy() * 255).astype(np.uint8)).save(tmp_path / "d.png")
     assert main(["transform", str(run_dir), "--input", str(tmp_path / "d.png"), "--g", "90",
                  "--output", str(tmp_path / "out.png")]) == 0
-    out = torch.from_numpy(np.asarray(Image.open(tmp_path / "out.png"))).float() / 255
+    out = torch.from_numpy(np.array(Image.open(tmp_path / "out.png"))).float() / 255
     turned = torch.rot90(digit, 1)
     # the output is closer to the turned digit than to the input or the other turns
     err = {k: float((out - torch.rot90(digit, k)).pow(2).mean()) for k in range(4)}
