@@ -166,6 +166,9 @@ def test_rerun_trains_nothing_and_rewrites_the_same_tables(tiny, tmp_path):
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps
     for name, text in before.items():
         assert _strip_timing((out / name).read_text()) == _strip_timing(text), name
+    # the wall time of the invocation that trained survives the one that did nothing
+    trained = [ln for ln in before["RESULTS.md"].splitlines() if "that trained" in ln]
+    assert len(trained) == 1 and trained[0] in (out / "RESULTS.md").read_text()
 
 
 def test_a_run_with_a_checkpoint_but_no_evaluation_is_resumed(tiny, tmp_path):

@@ -534,15 +534,23 @@ def _signal(proc: subprocess.Popen, signum: int) -> None:
 # --- the command ---------------------------------------------------------------------------------
 
 def write_manifest(out: Path, budget: str, runs: list[RunSpec], command: str,
-                   seconds: float, plan: Plan) -> None:
-    """The results folder's header facts, read by the tables (also with --tables-only)."""
+                   seconds: float, plan: Plan, launched: int) -> None:
+    """The results folder's header facts, read by the tables (also with --tables-only).
+
+    Every invocation is appended to ``invocations`` (wall time, runs launched), so the total
+    wall time of a reproduction that was interrupted and continued survives later no-op runs.
+    """
     seeds = sorted({r.seed for r in runs})
+    previous = read_json_object(out / MANIFEST)
+    history = previous.get("invocations", []) if previous.get("budget") == budget else []
+    finished = time.strftime("%Y-%m-%d %H:%M:%S")
+    history = list(history) + [{"wall_seconds": round(seconds, 1), "launched": launched,
+                                "finished": finished}]
     atomic_write_json(out / MANIFEST, {
         "budget": budget, "budget_description": plan.budgets[budget].description,
         "seeds": seeds, "datasets": sorted({r.dataset for r in runs}),
         "command": command, "plan": plan.source, "machine": machine(),
-        "wall_seconds": round(seconds, 1),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        "wall_seconds": round(seconds, 1), "finished": finished, "invocations": history})
 
 
 def reproduce(budget: str = "quick", datasets: list[str] | None = None,
@@ -581,7 +589,7 @@ def reproduce(budget: str = "quick", datasets: list[str] | None = None,
         prepare_data(todo, say)
     result = run_all(runs, budget, jobs, say)
     result.seconds = time.monotonic() - t_start
-    write_manifest(out, budget, runs, command, result.seconds, plan)
+    write_manifest(out, budget, runs, command, result.seconds, plan, launched=len(todo))
     paths = write_tables(out, plan)
     say(f"wrote {', '.join(str(p) for p in paths)}")
     if result.failed:

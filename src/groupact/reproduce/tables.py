@@ -346,6 +346,13 @@ def header_lines(manifest: dict[str, Any], records: list[RunRecord]) -> tuple[li
         f"{mach.get('python', '?')}, torch {mach.get('torch', '?')}",
         f"- Command: `{manifest.get('command', 'unknown')}` (plan: {manifest.get('plan', '?')})",
     ]
+    working = [i for i in manifest.get("invocations", []) if i.get("launched")]
+    if working:
+        parts = [_duration(i.get("wall_seconds")) for i in working]
+        total = sum(float(i.get("wall_seconds") or 0) for i in working)
+        lines.append(f"- Wall time of the {len(working)} invocation(s) that trained or evaluated "
+                     f"runs: {' + '.join(parts)}" + (f" = {_duration(total)}"
+                                                      if len(working) > 1 else ""))
     timing = (f"- Wall time of the last invocation: {_duration(manifest.get('wall_seconds'))}, "
               f"finished {manifest.get('finished', 'unknown')}")
     return lines, timing
