@@ -249,14 +249,32 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `reproduce`
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except GroupactError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all ranks
             print(f"groupact: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        code = EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("groupact: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if args.command == "train":
+        from groupact.distributed import launched_by_torchrun
+        if launched_by_torchrun():
+            _leave_now(code)
+    return code
+
+
+def _leave_now(code: int) -> None:
+    """End a torchrun worker without the interpreter's teardown.
+
+    Every file is written (atomically, fsync'd) and the process group is destroyed by now; what
+    is left is finalisation, where gloo's C++ threads sometimes outlive the objects they use and
+    abort the process ("terminate called without an active exception", SIGABRT) after a run that
+    succeeded. Seen in CI under load even after the exit barrier; a hard exit skips it.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
