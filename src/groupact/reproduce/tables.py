@@ -252,36 +252,43 @@ def probe_columns(records: list[RunRecord]) -> list[str]:
     return cols + extra_keys(records, "probe_", known)
 
 
+def _method_table(name: str, note: str, plan, runs_by, cols: list[str],
+                  probe_only_too: bool = False) -> Table:
+    """One row per dataset × method (ablations excluded) over ``cols``; the plain autoencoder
+    (probe_only) only where the table is about the representation."""
+    rows = _rows(plan, runs_by,
+                 lambda r: r.kind == "method" and (probe_only_too or not r.probe_only), cols)
+    return Table(name, note, ["dataset", "method", "seeds"] + [title(k) for k in cols], rows)
+
+
 def probe_table(plan, records, runs_by) -> Table:
-    cols = ["probe_chance"] + probe_columns(records)
-    rows = _rows(plan, runs_by, lambda r: r.kind == "method", cols)
-    note = ("Linear-probe test accuracy on z_i (invariant channels), z_v (variant channels) and "
-            "z. T→T: trained and tested on transformed images; U→T: trained on untransformed "
-            "(upright) images, tested on transformed ones. chance: the majority class. "
-            "'–': that part of the latent is empty (e.g. no invariant channel).")
-    return Table("(b) Downstream classification (linear probes)", note,
-                 ["dataset", "method", "seeds"] + [title(k) for k in cols], rows)
+    return _method_table(
+        "(b) Downstream classification (linear probes)",
+        "Linear-probe test accuracy on z_i (invariant channels), z_v (variant channels), z and "
+        "the invariant read-out z_inv (z_i plus the action's invariants of z_v). T→T: trained "
+        "and tested on transformed images; U→T: trained on untransformed (upright) images, "
+        "tested on transformed ones. chance: the majority class. '–': that part of the latent "
+        "is empty (e.g. no invariant channel).",
+        plan, runs_by, ["probe_chance"] + probe_columns(records), probe_only_too=True)
 
 
 def latent_table(plan, records, runs_by) -> Table:
-    cols = ["inv_error", "equiv_error", "homomorphism_error"]
-    rows = _rows(plan, runs_by, lambda r: r.kind == "method" and not r.probe_only, cols)
-    note = ("Relative squared errors over the test pairs (0 = exact): inv. ‖z_i(x1) − "
-            "z_i(x2)‖²/‖z_i(x2)‖²; equiv. ‖Φ_g z_v(x1) − z_v(x2)‖²/‖z_v(x2)‖²; hom. ‖Φ_aΦ_b z_v − "
-            "Φ_ab z_v‖²/‖Φ_ab z_v‖².")
-    return Table("(c) Latent errors", note,
-                 ["dataset", "method", "seeds"] + [title(k) for k in cols], rows)
+    return _method_table(
+        "(c) Latent errors",
+        "Relative squared errors over the test pairs (0 = exact): inv. ‖z_i(x1) − "
+        "z_i(x2)‖²/‖z_i(x2)‖²; equiv. ‖Φ_g z_v(x1) − z_v(x2)‖²/‖z_v(x2)‖²; hom. ‖Φ_aΦ_b z_v − "
+        "Φ_ab z_v‖²/‖Φ_ab z_v‖².",
+        plan, runs_by, ["inv_error", "equiv_error", "homomorphism_error"])
 
 
 def mask_table(plan, records, runs_by) -> Table:
-    cols = ["mask_fraction", "mask_fraction_first_epoch", "mask_flips_during_training",
-            "mask_channels"]
-    rows = _rows(plan, runs_by, lambda r: r.kind == "method" and not r.probe_only, cols)
-    note = ("Fraction of latent channels the mask makes variant (z_v) at the evaluated "
-            "checkpoint and after the first epoch; channel flips between consecutive epochs. "
-            "Fixed masks (manual) and all-variant masks do not move.")
-    return Table("(d) Mask statistics", note,
-                 ["dataset", "method", "seeds"] + [title(k) for k in cols], rows)
+    return _method_table(
+        "(d) Mask statistics",
+        "Fraction of latent channels the mask makes variant (z_v) at the evaluated checkpoint "
+        "and after the first epoch; channel flips between consecutive epochs. Fixed masks "
+        "(manual) and all-variant masks do not move.",
+        plan, runs_by, ["mask_fraction", "mask_fraction_first_epoch",
+                        "mask_flips_during_training", "mask_channels"])
 
 
 def ablation_table(plan, records, runs_by) -> Table | None:
