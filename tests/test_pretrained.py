@@ -39,3 +39,42 @@ def test_the_rotated_mnist_model_turns_a_test_digit(tmp_path):
     err = {k: float((out - torch.rot90(digit, k)).pow(2).mean()) for k in range(4)}
     assert min(err, key=err.get) == 3, err
     assert err[3] < 0.01, err           # a trained model: well under the turn's own change
+
+
+def test_features_of_turned_digits_barely_move_with_the_invariant_readout(tmp_path):
+    """`groupact features`: the default read-out (model.readout = invariant) hardly changes when
+    the digits turn, while the raw latent z changes completely; written as (N, F) .npy."""
+    digits = load_mnist5k(3200, 800, 1000).test.images[:64, 0]
+    np.save(tmp_path / "up.npy", (digits.numpy() * 255).astype(np.uint8))
+    np.save(tmp_path / "turned.npy", (torch.rot90(digits, 1, (1, 2)).numpy() * 255)
+            .astype(np.uint8))
+    run = str(PRETRAINED / "rotmnist")
+    feats = {}
+    for name in ("up", "turned"):
+        for readout in (None, "z"):
+            out = tmp_path / f"{name}-{readout}.npy"
+            argv = ["features", run, "--input", str(tmp_path / f"{name}.npy"), "--output", str(out)]
+            assert main(argv + (["--readout", readout] if readout else [])) == 0
+            feats[name, readout] = torch.from_numpy(np.load(out))
+    assert feats["up", None].shape == (64, 2 * 64 * 49)          # orbit mean + mean square
+    assert feats["up", "z"].shape == (64, 64 * 49)
+
+    def change(key):
+        a, b = feats["up", key], feats["turned", key]
+        return float((a - b).pow(2).sum() / a.pow(2).sum())
+
+    assert change(None) < 0.05 and change("z") > 0.5, (change(None), change("z"))
+
+
+def test_features_refuse_bad_inputs_in_one_line(tmp_path, capsys):
+    run = str(PRETRAINED / "rotmnist")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5, 5)))
+    np.save(tmp_path / "ok.npy", np.zeros((2, 28, 28)))
+    cases = [["--input", str(tmp_path / "bad.npy"), "--output", str(tmp_path / "a.npy")],
+             ["--input", str(tmp_path / "missing.npy"), "--output", str(tmp_path / "b.npy")],
+             ["--input", str(tmp_path / "ok.npy"), "--output", str(tmp_path / "c.png")]]
+    for argv in cases:
+        assert main(["features", run] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("groupact: error:") for e in err), err
+    assert not any((tmp_path / n).exists() for n in ("a.npy", "b.npy", "c.png"))

@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--tables-only", action="store_true",
                    help="only rewrite the tables from the runs already in OUT")
 
+    f = sub.add_parser("features", help="features of images for a downstream classifier",
+                       description="Encode images and write (N, F) float32 features as .npy: by "
+                                   "default the run's model.readout, the invariant read-out "
+                                   "(z_i plus the action's invariants of z_v), which the group "
+                                   "does not change.")
+    f.add_argument("run_dir")
+    f.add_argument("--input", required=True,
+                   help="an image file, or a .npy of N images (N, C, H, W) / (N, H, W)")
+    f.add_argument("--output", required=True, help="output .npy")
+    f.add_argument("--readout", choices=["invariant", "z", "zi", "zv"],
+                   help="which features (default: the run's model.readout)")
+
     xp = sub.add_parser("export", help="a small copy of a trained run for sharing (weights only)",
                         description="Copy RUN_DIR's config, data provenance, log and best weights "
                                     "(no optimiser state: about a third of the checkpoint) to "
@@ -159,6 +171,14 @@ def cmd_transform(args) -> int:
         raise GroupactError("give exactly one of --g VALUE or --orbit N")
     transform_file(args.run_dir, args.input, args.output, g=args.g, orbit=args.orbit)
     print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_features(args) -> int:
+    from groupact.transform import features_file
+
+    feats = features_file(args.run_dir, args.input, args.output, args.readout)
+    print(f"wrote {args.output}: {feats.shape[0]} × {feats.shape[1]} features")
     return 0
 
 
@@ -241,7 +261,8 @@ def cmd_reproduce(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transform": cmd_transform,
-            "report": cmd_report, "reproduce": cmd_reproduce, "export": cmd_export,
+            "report": cmd_report, "reproduce": cmd_reproduce, "features": cmd_features,
+            "export": cmd_export,
             "info": cmd_info}
 
 

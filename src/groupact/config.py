@@ -83,6 +83,7 @@ class ModelConfig:
     latent_dim: int = 24
     fibre: int = 2
     init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
+    readout: str = "invariant"     # features offered downstream: invariant | z | zi | zv
     mask: MaskConfig = field(default_factory=MaskConfig)
     action: ActionConfig = field(default_factory=ActionConfig)
 

@@ -1,4 +1,6 @@
-"""Transform a user's image through a trained model's latent space (`groupact transform`)."""
+"""Use a trained model on a user's images: transform them through the latent space
+(`groupact transform`) or read features off it for a downstream classifier (`groupact features`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from torch import Tensor
 
 from groupact.data.base import to_unit_float
 from groupact.data.images import read_image
-from groupact.errors import DataError, GroupactError
+from groupact.errors import ConfigError, DataError, GroupactError
 from groupact.evaluate.figures import to_display
 from groupact.io import atomic_write_bytes
 from groupact.runs import load_run
@@ -80,3 +82,67 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
         tiles = to_display(out)
         atomic_write_bytes(output, encode_png(np.concatenate(list(tiles), axis=1)))
     return out
+
+
+#: what `features` can read off a latent z = E(x) (docs/PROTOCOL.md, the probes)
+READOUTS = ("invariant", "z", "zi", "zv")
+
+
+def read_batch(path: str | Path, input_shape: tuple[int, ...]) -> Tensor:
+    """Images as an (N, *input_shape) batch: one image file, or a .npy of N images
+    ((N, C, H, W), or (N, H, W) for one channel); a DataError otherwise."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        return read_input(path, input_shape)
+    if not path.is_file():
+        raise DataError(f"input {path} does not exist")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} as .npy: {e}") from None
+    x = to_unit_float(arr, str(path))
+    if x.dim() == len(input_shape) and input_shape[0] == 1:
+        x = x.unsqueeze(1)                       # (N, H, W) → (N, 1, H, W)
+    if x.dim() != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
+        shape = ", ".join(map(str, input_shape))
+        raise DataError(f"{path} holds an array of shape {tuple(arr.shape)}; this model takes "
+                        f"N images as an (N, {shape}) array (channels first)")
+    if not torch.isfinite(x).all():
+        raise DataError(f"{path} contains NaN or infinite values")
+    return x
+
+
+@torch.no_grad()
+def latent_features(model, x: Tensor, readout: str, batch: int = 256) -> Tensor:
+    """(N, F) features of images x: the invariant read-out (z_i plus the action's invariants of
+    z_v), z, z_i or z_v, flattened; encoded in batches."""
+    if readout not in READOUTS:
+        raise ConfigError(f"unknown readout '{readout}'; choose one of: {', '.join(READOUTS)}")
+    keep = model.mask.hard().bool()
+    out = []
+    for i in range(0, len(x), batch):
+        z = model.encode(x[i:i + batch])
+        if readout == "invariant":
+            out.append(model.invariant_features(z))
+        elif readout == "z":
+            out.append(z.flatten(1))
+        else:
+            out.append(z[:, keep if readout == "zv" else ~keep].flatten(1))
+    return torch.cat(out)
+
+
+def features_file(run_dir: str | Path, input_path: str | Path, output: str | Path,
+                   readout: str | None = None) -> Tensor:
+    """Write the (N, F) float32 features of the input images to ``output`` (.npy); ``readout``
+    defaults to the run's ``model.readout``."""
+    output = Path(output)
+    if output.suffix != ".npy":
+        raise GroupactError(f"features are written as .npy; got --output {output}")
+    run = load_run(run_dir)
+    x = read_batch(input_path, run.input_shape)
+    feats = latent_features(run.model, x, readout or run.cfg.model.readout)
+    import io
+    buf = io.BytesIO()
+    np.save(buf, feats.float().numpy())
+    atomic_write_bytes(output, buf.getvalue())
+    return feats
