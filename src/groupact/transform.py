@@ -18,17 +18,22 @@ from groupact.io import atomic_write_bytes
 from groupact.runs import load_run
 
 
+def _read_npy(path: Path) -> Tensor:
+    """A .npy array (no pickles) as floats in [0, 1], or a DataError naming the problem."""
+    if not path.is_file():
+        raise DataError(f"input {path} does not exist")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} as .npy: {e}") from None
+    return to_unit_float(arr, str(path))
+
+
 def read_input(path: str | Path, input_shape: tuple[int, ...]) -> Tensor:
     """An image (PNG/JPEG) or array (.npy) as a (1, *input_shape) batch, or a DataError."""
     path = Path(path)
     if path.suffix == ".npy":
-        if not path.is_file():
-            raise DataError(f"input {path} does not exist")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {path} as .npy: {e}") from None
-        x = to_unit_float(arr, str(path))
+        x = _read_npy(path)
         while x.dim() < len(input_shape) + 1:
             x = x.unsqueeze(0)
     else:
@@ -94,18 +99,12 @@ def read_batch(path: str | Path, input_shape: tuple[int, ...]) -> Tensor:
     path = Path(path)
     if path.suffix != ".npy":
         return read_input(path, input_shape)
-    if not path.is_file():
-        raise DataError(f"input {path} does not exist")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path} as .npy: {e}") from None
-    x = to_unit_float(arr, str(path))
+    x = _read_npy(path)
     if x.dim() == len(input_shape) and input_shape[0] == 1:
         x = x.unsqueeze(1)                       # (N, H, W) → (N, 1, H, W)
     if x.dim() != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
         shape = ", ".join(map(str, input_shape))
-        raise DataError(f"{path} holds an array of shape {tuple(arr.shape)}; this model takes "
+        raise DataError(f"{path} holds an array of shape {tuple(x.shape)}; this model takes "
                         f"N images as an (N, {shape}) array (channels first)")
     if not torch.isfinite(x).all():
         raise DataError(f"{path} contains NaN or infinite values")
