@@ -145,11 +145,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _atomic(path, lambda p: torch.save(state, p))
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (any hashlib algorithm: sha256 for our checksums, md5 for the ones
+    data publishers quote), read in 1 MiB chunks."""
     import hashlib
 
-    h = hashlib.sha256()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -160,7 +161,7 @@ def write_checksums(folder: Path, name: str = "SHA256SUMS") -> Path:
     """``folder/SHA256SUMS`` for every file below it (``sha256sum -c`` format), sorted paths."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
-    lines = [f"{sha256(p)}  {p.relative_to(folder).as_posix()}" for p in files]
+    lines = [f"{file_digest(p)}  {p.relative_to(folder).as_posix()}" for p in files]
     atomic_write_text(folder / name, "\n".join(lines) + "\n")
     return folder / name
 
@@ -172,7 +173,7 @@ def verify_checksums(folder: Path, name: str = "SHA256SUMS") -> list[str]:
     for line in (folder / name).read_text().splitlines():
         digest, rel = line.split("  ", 1)
         path = folder / rel
-        if not path.is_file() or sha256(path) != digest:
+        if not path.is_file() or file_digest(path) != digest:
             bad.append(rel)
     return bad
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -28,6 +27,7 @@ from torch import Tensor
 from groupact.data.base import Splits, TensorSet, to_unit_float
 from groupact.data.cache import cached, generator_settings
 from groupact.errors import DataError
+from groupact.io import file_digest
 
 ADRENAL_FILE = "adrenalmnist3d.npz"
 ADRENAL_MD5 = "bbd3c5a5576322bc4cdfea780653b1ce"
@@ -50,14 +50,6 @@ def _missing_message(path: Path) -> str:
             f"{path} (or set data.path to where it is)")
 
 
-def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_medmnist_npz(path: str | Path, *, check_md5: bool = True) -> Splits:
     """A MedMNIST 3D ``.npz`` as Splits of (N, 1, D, H, W) float32 in [0, 1], labels int64 (N,).
 
@@ -72,7 +64,7 @@ def load_medmnist_npz(path: str | Path, *, check_md5: bool = True) -> Splits:
         raise DataError(_missing_message(p))
     md5 = None
     if check_md5 and p.name == ADRENAL_FILE:
-        md5 = file_md5(p)
+        md5 = file_digest(p, "md5")
         if md5 != ADRENAL_MD5:
             raise DataError(f"{p}: MD5 {md5} differs from the published {ADRENAL_MD5}; the file may "
                             f"be truncated or altered — download it again from {ADRENAL_URL} "
