@@ -161,14 +161,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     Keeps config.yaml, data.json, metrics.jsonl and the best checkpoint's weights (no optimiser
     state, RNG or partial sums: about a third of the size), for shipping trained models.
     """
-    src, dst = RunPaths(Path(run_dir)), RunPaths(Path(out_dir))
-    read_run_config(run_dir)            # a clear error for a folder that is not a run
-    state = load_checkpoint(src.best)
-    if "input_shape" not in state:
-        raise CheckpointError(f"{src.best} lacks the input shape; it is not a groupact run")
-    dst.checkpoints.mkdir(parents=True, exist_ok=True)   # only once everything read cleanly
-    for f in (src.config, src.data, src.metrics):
+    run = load_run(run_dir)   # every check `evaluate` makes, before anything is written
+    dst = RunPaths(Path(out_dir))
+    dst.checkpoints.mkdir(parents=True, exist_ok=True)
+    for f in (run.paths.config, run.paths.data, run.paths.metrics):
         if f.is_file():
             atomic_copy(f, dst.root / f.name)
-    save_checkpoint(dst.best, {k: state[k] for k in EXPORT_KEYS if k in state})
+    save_checkpoint(dst.best, {k: run.checkpoint[k] for k in EXPORT_KEYS if k in run.checkpoint})
     return dst.root

@@ -14,6 +14,7 @@ from groupact.data.base import to_unit_float
 from groupact.data.images import read_image
 from groupact.errors import ConfigError, DataError, GroupactError
 from groupact.evaluate.figures import to_display
+from groupact.evaluate.probe import split_features
 from groupact.io import atomic_write_bytes
 from groupact.runs import load_run
 
@@ -117,16 +118,12 @@ def latent_features(model, x: Tensor, readout: str, batch: int = 256) -> Tensor:
     z_v), z, z_i or z_v, flattened; encoded in batches."""
     if readout not in READOUTS:
         raise ConfigError(f"unknown readout '{readout}'; choose one of: {', '.join(READOUTS)}")
-    keep = model.mask.hard().bool()
+    mask = model.mask.hard()
     out = []
     for i in range(0, len(x), batch):
         z = model.encode(x[i:i + batch])
-        if readout == "invariant":
-            out.append(model.invariant_features(z))
-        elif readout == "z":
-            out.append(z.flatten(1))
-        else:
-            out.append(z[:, keep if readout == "zv" else ~keep].flatten(1))
+        out.append(model.invariant_features(z) if readout == "invariant"
+                   else split_features(z, mask)[readout])
     return torch.cat(out)
 
 
