@@ -40,10 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from groupact.build import model_from_config
 from groupact.config import load_config
-from groupact.data import PairBatch, Splits, TensorSet, build_pair_source
-from groupact.losses import LossWeights, get_loss
+from groupact.data import PairBatch, Splits, TensorSet
 from groupact.train import Trainer
 
 HERE = Path(__file__).resolve().parent

@@ -6,7 +6,6 @@ so every method sees the same pairs and the do-nothing answer x̂2 = x1 has a fi
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from torch import Tensor
 from groupact.data import TransformPairs, build_pair_source, load_data
 from groupact.errors import CheckpointError
 from groupact.evaluate import figures
-from groupact.evaluate.metrics import mse_per_image, psnr, relative_error, ssim
+from groupact.evaluate.metrics import mse_per_image, psnr, ssim
 from groupact.evaluate.probe import probe_accuracy, split_features
 from groupact.io import atomic_write_json, atomic_write_text, read_jsonl
 from groupact.model import GroupActionAutoencoder
@@ -287,6 +286,3 @@ def summary_markdown(m: dict[str, Any]) -> str:
         lines += ["Figures: " + ", ".join(f"[{f}](figures/{f})" for f in m["figures"]), ""]
     return "\n".join(lines)
 
-
-def load_metrics(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "eval" / "metrics.json").read_text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -55,11 +54,3 @@ def ssim(x: Tensor, y: Tensor, max_value: float = 1.0, window: int | None = None
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2)
     return (num / den).flatten(1).mean(1)
-
-
-def relative_error(pred: Tensor, target: Tensor) -> float:
-    """‖pred − target‖² / ‖target‖² over a whole batch (0 = exact; nan if the target is 0)."""
-    den = float(target.pow(2).sum())
-    if den == 0.0:
-        return math.nan
-    return float((pred - target).pow(2).sum()) / den

@@ -452,11 +452,7 @@ def _reap(proc: subprocess.Popen) -> float | None:
 def _outcome(spec: RunSpec, code: int, seconds: float, stopping: bool) -> Outcome:
     metrics_path = RunPaths(spec.run_dir).eval / "metrics.json"
     if code == 0 and metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            metrics = None
-        return Outcome(spec, "done", seconds, code, metrics)
+        return Outcome(spec, "done", seconds, code, read_json_object(metrics_path) or None)
     if code in (130, 143, -signal.SIGINT, -signal.SIGTERM) or (stopping and code != 0):
         return Outcome(spec, "interrupted", seconds, code)
     if code == 0:

@@ -16,7 +16,6 @@ import base64
 import csv
 import html
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +100,12 @@ def collect(out: Path, plan: Plan | None) -> list[RunRecord]:
     records = []
     for path in sorted(Path(out).glob("runs/*/*/seed*/eval/metrics.json")):
         run_dir = path.parent.parent
+        metrics = read_json_object(path)
         try:
-            metrics = json.loads(path.read_text())
             seed = int(run_dir.name[len("seed"):])
-        except (OSError, json.JSONDecodeError, ValueError):
+        except ValueError:
             continue
-        if not isinstance(metrics, dict):
+        if not metrics:
             continue
         dataset, method = run_dir.parent.parent.name, run_dir.parent.name
         meta = read_run_meta(run_dir)
