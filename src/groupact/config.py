@@ -144,12 +144,13 @@ def _field_types(cls) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _unknown(key: str, prefix: str, valid: list[str]) -> ConfigError:
+def unknown_key(key: str, prefix: str, valid: list[str], what: str = "config key") -> ConfigError:
+    """The error for a key that is not in ``valid``, naming the nearest valid one (or all)."""
     full = f"{prefix}{key}"
     near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"; did you mean '{prefix}{near[0]}'?" if near else \
         f"; valid keys here: {', '.join(valid)}"
-    return ConfigError(f"unknown config key '{full}'{hint}")
+    return ConfigError(f"unknown {what} '{full}'{hint}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -208,7 +209,7 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise _unknown(str(key), prefix, sorted(fields))
+            raise unknown_key(str(key), prefix, sorted(fields))
         tp = fields[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from groupact.config import Config, load_config, parse_override
+from groupact.config import Config, load_config, parse_override, unknown_key
 from groupact.errors import ConfigError
 
 #: config keys the runner sets for every run; a plan that sets them would be silently overruled
@@ -166,10 +166,7 @@ def _keys(data: dict[str, Any], valid: list[str], where: str) -> None:
     """Refuse unknown keys, naming the nearest valid one (like the recipe loader)."""
     for key in data:
         if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{where}{near[0]}'?" if near else \
-                f"; valid keys here: {', '.join(valid)}"
-            raise ConfigError(f"unknown plan key '{where}{key}'{hint}")
+            raise unknown_key(key, where, valid, what="plan key")
 
 
 def _text(value: Any, where: str) -> str:
