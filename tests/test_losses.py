@@ -48,6 +48,41 @@ def test_paper_loss_stops_gradient_through_the_target_branch():
         assert torch.allclose(_grads(model), ours, atol=1e-8) == should_match
 
 
+def _published_style_loss(model, b):
+    """The authors' train step, written as their script does it: the whole x2 branch (encoder,
+    mask, split) under no_grad, so sg[z_i(x2)] and sg[z_v(x2)] carry no mask gradient."""
+    z1 = model.encode(b.x1)
+    m = model.mask_like(z1)
+    z_v, z_i = m * z1, (1 - m) * z1
+    z_v_rot = model.action(z_v, b.g)
+    recon = F.mse_loss(model.decode(z_i + z_v_rot), b.x2)
+    with torch.no_grad():
+        z2 = model.encode(b.x2)
+        m2 = model.mask_like(z2)
+        z_v2, z_i2 = m2 * z2, (1 - m2) * z2
+    return recon + F.mse_loss(z_i, z_i2) + F.mse_loss(z_v_rot, z_v2)
+
+
+def test_paper_loss_mask_gradient_equals_the_published_scripts():
+    """sg covers the mask in the target: the logit gradient matches the authors' formulation and
+    differs from a loss that lets the mask's gradient through the target (the old deviation)."""
+    model, b = _setup(["model.mask.init_std=1.0"])   # a mixed mask: both terms non-empty
+    assert 0 < int(model.mask.hard().sum()) < model.mask.channels
+    loss, _ = paper_loss(model, b, LossWeights())
+    loss.backward()
+    ours = model.mask.logits.grad.clone()
+    assert ours.abs().sum() > 0
+    model.zero_grad()
+    published = _published_style_loss(model, b)
+    assert torch.isclose(published, loss)
+    published.backward()
+    assert torch.allclose(model.mask.logits.grad, ours, rtol=1e-5, atol=1e-10)
+    model.zero_grad()
+    leaky = _manual_loss(model, b, stop_gradient=True)   # mask inside the target keeps its grad
+    leaky.backward()
+    assert not torch.allclose(model.mask.logits.grad, ours, rtol=1e-3, atol=1e-8)
+
+
 def test_loss_weights_switch_terms():
     model, b = _setup()
     _, parts = paper_loss(model, b, LossWeights(1, 0, 1))

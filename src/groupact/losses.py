@@ -42,14 +42,22 @@ def latent_term(pred: Tensor, target: Tensor, relative: bool) -> Tensor:
 
 def _with_latent_terms(recon: Tensor, m: Tensor, z1: Tensor, moved: Tensor, target: Tensor,
                        w: LossWeights) -> tuple[Tensor, dict[str, float]]:
-    """λ_r·recon + λ_i·L_inv + λ_v·L_const (terms with weight 0 skipped); ``target`` is sg[z2]."""
+    """λ_r·recon + λ_i·L_inv + λ_v·L_const (terms with weight 0 skipped); ``target`` is sg[z2].
+
+    The targets sg[z_i(x2)] = (1 − sg[M]) ⊙ sg[z2] and sg[z_v(x2)] = sg[M] ⊙ sg[z2] are detached
+    whole, the mask included, as the paper writes them and as the authors' script computes them
+    (its target branch runs under ``no_grad``): the mask logits get gradient only through the
+    prediction side. Letting it through the target too doubles the logit gradient at the start
+    and makes it grow with the squared error (issue 10).
+    """
     total = w.recon * recon
     parts = {"recon": recon}
+    m_sg = m.detach()
     if w.inv:
-        parts["inv"] = latent_term((1 - m) * z1, (1 - m) * target, w.relative)
+        parts["inv"] = latent_term((1 - m) * z1, (1 - m_sg) * target, w.relative)
         total = total + w.inv * parts["inv"]
     if w.const:
-        parts["const"] = latent_term(m * moved, m * target, w.relative)
+        parts["const"] = latent_term(m * moved, m_sg * target, w.relative)
         total = total + w.const * parts["const"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
