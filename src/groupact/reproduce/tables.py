@@ -41,7 +41,12 @@ TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "inv_error": "inv. error",
           "mask_fraction": "variant fraction", "mask_fraction_first_epoch": "after epoch 1",
           "mask_flips_during_training": "flips", "mask_channels": "channels",
           "probe_chance": "chance", "psnr_autoencode": "autoencode PSNR",
-          "psnr_wrong_g": "PSNR, wrong g", "psnr_from_mean_mse": "PSNR of mean MSE"}
+          "psnr_wrong_g": "PSNR, wrong g", "psnr_from_mean_mse": "PSNR of mean MSE",
+          "probe_zinv": "z_inv (T→T)", "probe_zinv_upright": "z_inv (U→T)",
+          "probe_orbit": "orbit-pooled E (T→T)", "probe_orbit_upright": "orbit-pooled E (U→T)",
+          "probe_orbit_random": "orbit-pooled random E (T→T)",
+          "probe_orbit_random_upright": "orbit-pooled random E (U→T)",
+          "orbit_pool_passes": "passes (orbit-pooled)"}
 
 
 @dataclass
@@ -208,7 +213,7 @@ def _rows(plan, runs_by, select, columns: list[str]) -> list[list[str]]:
 
 
 def reconstruction_table(plan, records, runs_by) -> Table:
-    extras = extra_keys(records, "psnr_", {"psnr_identity"})
+    extras = extra_keys(records, "psnr_", {"psnr_identity", "psnr_mean_target"})
     cols = ["psnr", "ssim"] + extras
     rows, notes = [], []
     datasets = list(dict.fromkeys(r.dataset for r in records))
@@ -225,6 +230,10 @@ def reconstruction_table(plan, records, runs_by) -> Table:
                          cell(ref_runs, "psnr_identity", ".2f"),
                          cell(ref_runs, "ssim_identity", ".3f")] + ["–"] * len(extras))
             label = ""
+            if any("psnr_mean_target" in r.metrics for r in ref_runs):
+                rows.append(["", "mean target (x̂2 = mean x2)", str(len(ref_runs)),
+                             cell(ref_runs, "psnr_mean_target", ".2f"),
+                             cell(ref_runs, "ssim_mean_target", ".3f")] + ["–"] * len(extras))
             _, ref_id, _ = stats(ref_runs, "psnr_identity")
             for m, rs in methods:
                 _, own, _ = stats(rs, "psnr_identity")
@@ -234,8 +243,9 @@ def reconstruction_table(plan, records, runs_by) -> Table:
             rows.append([label, m, str(len(rs))] + [cell(rs, k) for k in cols])
             label = ""
     note = ("x̂2 = D(Φ_g(E(x1))) against x2 = T_g(x1) on the fixed test pairs (identity "
-            "excluded). The do-nothing row answers x̂2 = x1 on the test pairs of the dataset's "
-            "first method.")
+            "excluded). The do-nothing row answers x̂2 = x1, the mean-target row the mean of all "
+            "test targets (an orientation-free blob), on the test pairs of the dataset's first "
+            "method.")
     if notes:
         note += (" Methods that draw other pairs (Jin et al.'s (g1·x, g2·x)) have their own "
                  "do-nothing PSNR: " + ", ".join(notes) + ".")
@@ -267,8 +277,13 @@ def probe_table(plan, records, runs_by) -> Table:
         "the invariant read-out z_inv (z_i plus the action's invariants of z_v). T→T: trained "
         "and tested on transformed images; U→T: trained on untransformed (upright) images, "
         "tested on transformed ones. chance: the majority class. '–': that part of the latent "
-        "is empty (e.g. no invariant channel).",
-        plan, runs_by, ["probe_chance"] + probe_columns(records), probe_only_too=True)
+        "is empty (e.g. no invariant channel). Orbit-pooled: the run's own encoder, and an "
+        "untrained one of the same architecture, averaged over the group's finite subgroup in "
+        "image space (E(T_h x) over all h): invariant by construction, at the cost of 'passes' "
+        "encoder passes per image where the read-out needs one.",
+        plan, runs_by, ["probe_chance"] + probe_columns(records)
+        + (["orbit_pool_passes"] if any("orbit_pool_passes" in r.metrics for r in records)
+           else []), probe_only_too=True)
 
 
 def latent_table(plan, records, runs_by) -> Table:
