@@ -290,7 +290,8 @@ def latent_table(plan, records, runs_by) -> Table:
     return _method_table(
         "(c) Latent errors",
         "Relative squared errors over the test pairs (0 = exact): inv. ‖z_i(x1) − "
-        "z_i(x2)‖²/‖z_i(x2)‖²; equiv. ‖Φ_g z_v(x1) − z_v(x2)‖²/‖z_v(x2)‖²; hom. ‖Φ_aΦ_b z_v − "
+        "z_i(x2)‖²/‖z_i(x2) − mean z_i(x2)‖² (centred: movement relative to how much z_i varies "
+        "between images); equiv. ‖Φ_g z_v(x1) − z_v(x2)‖²/‖z_v(x2)‖²; hom. ‖Φ_aΦ_b z_v − "
         "Φ_ab z_v‖²/‖Φ_ab z_v‖².",
         plan, runs_by, ["inv_error", "equiv_error", "homomorphism_error"])
 
