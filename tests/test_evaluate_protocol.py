@@ -65,3 +65,16 @@ def test_image_orbit_pooling_is_exactly_invariant_over_the_whole_group():
     part = orbit_pooled(model, x, every[:2])
     assert not torch.allclose(part, orbit_pooled(model, torch.rot90(x, 1, dims=(-2, -1)),
                                                  every[:2]), atol=1e-3)
+
+
+def test_dice_thresholds_both_masks_and_scores_overlap():
+    from groupact.evaluate.metrics import dice
+    a = torch.zeros(3, 1, 4, 4)
+    a[:, :, :2] = 0.9                                  # top half on
+    b = a.clone()
+    b[1] = 0.0
+    b[1, :, :1] = 0.7                                  # a quarter, inside a's half
+    b[2] = 0.4                                         # below the threshold: empty
+    d = dice(a, b)
+    assert torch.allclose(d, torch.tensor([1.0, 2 * 4 / (8 + 4), 0.0]))
+    assert float(dice(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))) == 1.0

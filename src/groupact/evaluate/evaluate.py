@@ -17,7 +17,7 @@ from torch import Tensor
 from groupact.data import TransformPairs, build_pair_source, load_data
 from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate import figures
-from groupact.evaluate.metrics import mse_per_image, psnr, ssim
+from groupact.evaluate.metrics import dice, mse_per_image, psnr, ssim
 from groupact.evaluate.probe import probe_accuracy, split_features
 from groupact.io import atomic_write_json, atomic_write_text, read_jsonl
 from groupact.model import GroupActionAutoencoder
@@ -33,9 +33,10 @@ def encode_all(model: GroupActionAutoencoder, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def image_metrics(model: GroupActionAutoencoder, pairs) -> dict[str, float]:
+def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
+                  ) -> dict[str, float]:
     """Transformed reconstruction vs target, the do-nothing and mean-target answers, and the
-    latent errors."""
+    latent errors; with ``binary`` (masks such as adrenal shapes) their Dice overlaps too."""
     sums: dict[str, float] = {}
     lat = {"inv_num": 0.0, "inv_sq": 0.0, "eq_num": 0.0, "eq_den": 0.0}
     inv_sum: Tensor | None = None      # Σ over pairs of (1 − M) z2, for the centred energy
@@ -53,10 +54,14 @@ def image_metrics(model: GroupActionAutoencoder, pairs) -> dict[str, float]:
         add("mse", mse_per_image(pred, b.x2))
         add("psnr", psnr(pred, b.x2))
         add("ssim", ssim(pred, b.x2))
+        if binary:
+            add("dice", dice(pred, b.x2))
         for name, answer in (("identity", b.x1), ("mean_target", mean_target.expand_as(b.x2))):
             add(f"mse_{name}", mse_per_image(answer, b.x2))
             add(f"psnr_{name}", psnr(answer, b.x2))
             add(f"ssim_{name}", ssim(answer, b.x2))
+            if binary:
+                add(f"dice_{name}", dice(answer, b.x2))
         add("psnr_autoencode", psnr(model.decode(z1), b.x1))
         # the same model told another pair's g: if this matches "psnr", the decoder ignores g
         wrong = model.action(z1, b.g.roll(1, 0))
@@ -284,7 +289,9 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"]}
-    metrics.update(image_metrics(model, pairs))
+    test_images = splits.test.images
+    binary = bool(((test_images == 0) | (test_images == 1)).all())
+    metrics.update(image_metrics(model, pairs, binary))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(mask_stats(model, run.paths.root))
     random_model = untrained_copy(model, cfg, run.checkpoint["input_shape"], cfg.eval.seed + 20)
@@ -322,7 +329,12 @@ def summary_markdown(m: dict[str, Any]) -> str:
              f"| do nothing (x̂2 = x1) | {_fmt(m['psnr_identity'], 2)} | "
              f"{_fmt(m['ssim_identity'])} | {_fmt(m['mse_identity'], 5)} |",
              f"| mean target (x̂2 = mean of all x2) | {_fmt(m.get('psnr_mean_target'), 2)} | "
-             f"{_fmt(m.get('ssim_mean_target'))} | {_fmt(m.get('mse_mean_target'), 5)} |", "",
+             f"{_fmt(m.get('ssim_mean_target'))} | {_fmt(m.get('mse_mean_target'), 5)} |", ""]
+    if "dice" in m:
+        lines += [f"Dice (binary shapes, both thresholded at 0.5): model {_fmt(m['dice'])}, do "
+                  f"nothing {_fmt(m.get('dice_identity'))}, mean target "
+                  f"{_fmt(m.get('dice_mean_target'))}.", ""]
+    lines += [
              f"Plain autoencoding PSNR {_fmt(m['psnr_autoencode'], 2)} dB; told another pair's g, "
              f"the model scores {_fmt(m.get('psnr_wrong_g'), 2)} dB; PSNR from the mean MSE "
              f"{_fmt(m['psnr_from_mean_mse'], 2)} dB.", "",

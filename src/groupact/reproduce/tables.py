@@ -36,7 +36,7 @@ FORMATS = {"psnr": ".2f", "ssim": ".3f", "inv_error": ".3g", "equiv_error": ".3g
            "mask_channels": ".0f"}
 
 #: headers of the columns known by name
-TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "inv_error": "inv. error",
+TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "dice": "Dice", "inv_error": "inv. error",
           "equiv_error": "equiv. error", "homomorphism_error": "hom. error",
           "mask_fraction": "variant fraction", "mask_fraction_first_epoch": "after epoch 1",
           "mask_flips_during_training": "flips", "mask_channels": "channels",
@@ -214,7 +214,8 @@ def _rows(plan, runs_by, select, columns: list[str]) -> list[list[str]]:
 
 def reconstruction_table(plan, records, runs_by) -> Table:
     extras = extra_keys(records, "psnr_", {"psnr_identity", "psnr_mean_target"})
-    cols = ["psnr", "ssim"] + extras
+    shapes = ["dice"] if any("dice" in r.metrics for r in records) else []
+    cols = ["psnr", "ssim"] + shapes + extras
     rows, notes = [], []
     datasets = list(dict.fromkeys(r.dataset for r in records))
     for dataset in datasets:
@@ -226,14 +227,16 @@ def reconstruction_table(plan, records, runs_by) -> Table:
         label = _label(plan, dataset)
         if ref is not None:
             ref_runs = runs_by[(dataset, ref)]
-            rows.append([label, "do nothing (x̂2 = x1)", str(len(ref_runs)),
-                         cell(ref_runs, "psnr_identity", ".2f"),
-                         cell(ref_runs, "ssim_identity", ".3f")] + ["–"] * len(extras))
-            label = ""
-            if any("psnr_mean_target" in r.metrics for r in ref_runs):
-                rows.append(["", "mean target (x̂2 = mean x2)", str(len(ref_runs)),
-                             cell(ref_runs, "psnr_mean_target", ".2f"),
-                             cell(ref_runs, "ssim_mean_target", ".3f")] + ["–"] * len(extras))
+            for answer, key in (("do nothing (x̂2 = x1)", "identity"),
+                                ("mean target (x̂2 = mean x2)", "mean_target")):
+                if not any(f"psnr_{key}" in r.metrics for r in ref_runs):
+                    continue
+                rows.append([label, answer, str(len(ref_runs)),
+                             cell(ref_runs, f"psnr_{key}", ".2f"),
+                             cell(ref_runs, f"ssim_{key}", ".3f")]
+                            + [cell(ref_runs, f"dice_{key}", ".3f") for _ in shapes]
+                            + ["–"] * len(extras))
+                label = ""
             _, ref_id, _ = stats(ref_runs, "psnr_identity")
             for m, rs in methods:
                 _, own, _ = stats(rs, "psnr_identity")
