@@ -12,11 +12,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_rotmnist_c4_paper_recipe(tmp_path):
-    """The paper's recipe (50 epochs, 3,200 digits): far above do-nothing; ≈ 27 dB measured."""
+    """The paper's recipe as the authors published it (50 epochs, 3,200 digits): 27.8-28.3 dB
+    over 3 seeds, beside their script's 27.8-28.4 (benchmarks/faithful.py); the mask ends partly
+    invariant (about 70 % variant), as theirs (62-69 %)."""
     train_run(load_config("rotmnist-c4", ["train.progress=false"]), tmp_path / "r",
               log=lambda *_: None)
     m = evaluate_run(tmp_path / "r", log=lambda *_: None, figures_on=False)
-    assert m["psnr"] > 26.5 and m["psnr_identity"] < 10.0
+    assert m["psnr"] > 27.4 and m["psnr_identity"] < 10.0
+    assert 0.5 < m["mask_fraction"] < 0.9
     assert m["homomorphism_error"] == 0.0
 
 
