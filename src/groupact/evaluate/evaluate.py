@@ -19,6 +19,7 @@ from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate import figures
 from groupact.evaluate.metrics import dice, mse_per_image, psnr, ssim
 from groupact.evaluate.probe import probe_accuracy, split_features
+from groupact.evaluate.views3d import looks_binary
 from groupact.io import atomic_write_json, atomic_write_text, read_jsonl
 from groupact.model import GroupActionAutoencoder
 from groupact.runs import load_run
@@ -239,6 +240,23 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
                             f"{name}: one test image through the group, true vs through latent")
         written.append(p.name)
 
+    if pairs.x1.dim() == 5:   # volumes: whole-volume views beside the slices
+        binary = looks_binary(splits.test.images)
+        how = "isosurfaces at 0.5" if binary else "max projections along d | h | w"
+        p = fig_dir / "reconstructions_3d.png"
+        figures.whole_volume_grid([("input", pairs.x1[:n]), ("target", pairs.x2[:n]),
+                                   ("prediction", pred)], group.describe(pairs.g[:n]), p,
+                                  f"{name}: x1, T_g x1, D(Φ_g(E x1)) ({how}; g as axis d,h,w "
+                                  "and angle)", binary)
+        written.append(p.name)
+        if isinstance(source, TransformPairs):
+            p = fig_dir / "orbit_3d.png"
+            figures.whole_volume_grid([("T_g x", group.act_image(xs, elems)),
+                                       ("D(Φ_g E x)", model(xs, elems))], group.describe(elems),
+                                      p, f"{name}: one test volume through the group ({how})",
+                                      binary)
+            written.append(p.name)
+
     z = model.encode(pairs.x1[:n])
     zv, zi = model.split(z)
     p = fig_dir / "latent_maps.png"
@@ -289,9 +307,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"]}
-    test_images = splits.test.images
-    binary = bool(((test_images == 0) | (test_images == 1)).all())
-    metrics.update(image_metrics(model, pairs, binary))
+    metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(mask_stats(model, run.paths.root))
     random_model = untrained_copy(model, cfg, run.checkpoint["input_shape"], cfg.eval.seed + 20)

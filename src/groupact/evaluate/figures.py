@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from groupact.evaluate.views3d import whole_volume_views  # noqa: E402
 from groupact.io import atomic_save_figure  # noqa: E402
 
 
@@ -79,6 +80,14 @@ def reconstruction_grid(x1: Tensor, x2: Tensor, pred: Tensor, labels: list[str],
 def orbit_strip(truth: Tensor, pred: Tensor, labels: list[str], path: Path, title: str) -> None:
     """One image through many g: the true T_g x above the latent-space prediction."""
     _grid([("T_g x", to_display(truth)), ("D(Φ_g E x)", to_display(pred))], labels, path, title)
+
+
+def whole_volume_grid(rows: list[tuple[str, Tensor]], labels: list[str], path: Path, title: str,
+                      binary: bool) -> None:
+    """Rows of volumes drawn whole (views3d): isosurfaces for binary shapes, else the maximum
+    projections along d, h and w side by side."""
+    _grid([(name, to_display(whole_volume_views(v, binary))) for name, v in rows], labels, path,
+          title, scale=1.6 if binary else 1.3)
 
 
 def _latent_magnitude(z: Tensor) -> Tensor:
