@@ -580,7 +580,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
 # --- hostile and careless inputs (issue 12): every command, input kind and config range ----------
 
 def _png_bytes_declaring(h: int, w: int) -> bytes:
-    """A tiny PNG whose header claims h×w pixels: a decompression bomb for a reader that trusts it."""
+    """A tiny PNG whose header claims h×w pixels: a decompression bomb to a trusting reader."""
     import struct
     import zlib
 
@@ -593,7 +593,7 @@ def _png_bytes_declaring(h: int, w: int) -> bytes:
         chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-#: "billion laughs": 9 levels of 9 aliases, 10⁹ strings once expanded (a few hundred bytes on disk)
+#: "billion laughs": 9 levels of 9 aliases, 10⁹ strings once expanded (a few hundred bytes)
 ALIAS_BOMB = "a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
     f"{c}: &{c} [" + ",".join([f"*{prev}"] * 9) + "]\n"
     for prev, c in zip("abcdefgh", "bcdefghi"))

@@ -270,7 +270,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_checkpoint(tmp_path, trained,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half export, no partial
 
 
-# --- 9. whole folders, and kills of evaluate, export and reproduce through real processes ----------
+# --- 9. whole folders; kills of evaluate, export and reproduce through real processes ------------
 
 #: `groupact` that SIGKILLs itself at the N-th call of MODULE.FUNCTION (GA_KILL_AT=MODULE:FUNC:N)
 KILLER = r'''

@@ -255,9 +255,9 @@ def folder_built_aside(target: Path) -> Iterator[Path]:
     """Build a whole folder next to ``target`` and rename it into place only when it is complete.
 
     A kill mid-build leaves ``target`` as it was (absent, or the old folder) and a hidden
-    ``.NAME.groupact-partial`` that the next build clears (it carries a marker, so a user's folder of that
-    name is never touched). An old ``target`` is swapped out and removed only after the new one
-    is complete. Yields the folder to write into.
+    ``.NAME.groupact-partial`` that the next build clears (it carries a marker, so a user's
+    folder of that name is never touched). An old ``target`` is swapped out and removed only
+    after the new one is complete. Yields the folder to write into.
     """
     target = Path(target)
     part = partial_name(target)

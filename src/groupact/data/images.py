@@ -102,8 +102,6 @@ def load_npz(path: str | Path, size=None, channels=None, n_train=None, n_val=Non
 def load_folder(path: str | Path, size=None, channels=None, n_train=None, n_val=None,
                 n_test=None, seed: int = 0) -> Splits:
     """A folder of images; sub-folders, if any, are the classes (sorted names → 0, 1, …)."""
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path or "")
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; give data.path=FOLDER of "

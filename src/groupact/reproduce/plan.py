@@ -190,7 +190,8 @@ def _overrides(value: Any, where: str) -> list[str]:
     out = []
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise ConfigError(f"plan key '{where}[{i}]' must be a key=value text; got {shown(item)}")
+            raise ConfigError(f"plan key '{where}[{i}]' must be a key=value text; got "
+                              f"{shown(item)}")
         try:
             parse_override(item)
         except ConfigError as e:
@@ -230,7 +231,8 @@ def _method(value: Any, datasets: list[str], where: str, ablation: bool) -> Meth
     _keys(data, valid, f"{where}.")
     probe_only = data.get("probe_only", False)
     if not isinstance(probe_only, bool):
-        raise ConfigError(f"plan key '{where}.probe_only' takes true or false; got {shown(probe_only)}")
+        raise ConfigError(f"plan key '{where}.probe_only' takes true or false; got "
+                          f"{shown(probe_only)}")
     runs_on = None
     if "datasets" in data:
         runs_on = _names(data["datasets"], datasets, f"{where}.datasets", "dataset")

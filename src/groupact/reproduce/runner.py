@@ -565,8 +565,6 @@ def reproduce(budget: str = "quick", datasets: list[str] | None = None,
               command: str = "groupact reproduce",
               say: Callable[[str], None] | None = None) -> ReproduceResult:
     """Expand the plan, train/resume what is missing, write the tables; see the module doc."""
-    from groupact.reproduce.tables import write_tables
-
     say = say or (lambda s: print(s, flush=True))
     t_start = time.monotonic()
     out = Path(out)
