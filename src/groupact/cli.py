@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir exactly where it stopped, with its own "
                         "config (--set may change only train.epochs and how it runs)")
-    t.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run (only a folder groupact wrote; the old run is "
+                        "kept until the new one has its first checkpoint)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
 
     e = sub.add_parser("evaluate", help="evaluate a run folder with the fixed protocol",
