@@ -29,7 +29,7 @@ from groupact.io import (LOCK_NAME, FolderLock, folder_built_aside, load_checkpo
 from groupact.train import TRASH, train_run
 
 TINY = ["data.n_train=64", "data.n_val=32", "data.n_test=32", "train.epochs=1",
-        "train.batch_size=32", "train.progress=false", "train.threads=1"]
+        "train.batch_size=32", "train.progress=false", "train.threads=1", "eval.probe_steps=10"]
 
 
 def quiet(*_args) -> None:
@@ -150,6 +150,11 @@ def test_a_failed_fresh_start_leaves_no_folder_to_block_the_rerun(tmp_path, monk
     with pytest.raises(GroupactError, match="no checkpoint was written"):
         train_run(load_config("rotmnist-c4", TINY), run, log=quiet)
     assert not run.exists()
+    mine = tmp_path / "made_by_me"
+    mine.mkdir()
+    with pytest.raises(GroupactError, match="no checkpoint was written"):
+        train_run(load_config("rotmnist-c4", TINY), mine, log=quiet)
+    assert list(mine.iterdir()) == []  # a folder the user made stays, empty as it was
     monkeypatch.undo()
     train_run(load_config("rotmnist-c4", TINY), run, log=quiet)  # no --overwrite needed
     assert (run / "checkpoints" / "last.pt").is_file()
@@ -313,18 +318,18 @@ def test_folder_built_aside_is_whole_or_absent(tmp_path):
 def test_evaluate_killed_mid_figures_keeps_the_old_evaluation_then_completes(tmp_path, trained,
                                                                             capsys):
     """Old code wrote figures straight into eval/: a kill left new figures beside old metrics."""
-    reference = copy_run(trained, tmp_path / "reference")
-    assert main(["evaluate", str(reference)]) == 0
     run = copy_run(trained, tmp_path / "run")
     assert main(["evaluate", str(run), "--no-figures"]) == 0  # an earlier evaluation
     capsys.readouterr()
     old = tree(run / "eval")
+    reference = json.loads((run / "eval" / "metrics.json").read_text())
     killed(tmp_path, "groupact.evaluate.figures:atomic_save_figure:3", "evaluate", str(run))
     assert tree(run / "eval") == old
     assert main(["evaluate", str(run)]) == 0  # the same command again
-    ref = json.loads((reference / "eval" / "metrics.json").read_text())
-    assert json.loads((run / "eval" / "metrics.json").read_text()) == ref
-    assert sorted(tree(run / "eval")) == sorted(tree(reference / "eval"))
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    figures = metrics.pop("figures")
+    assert metrics == reference  # the evaluation is deterministic: same numbers, now with figures
+    assert sorted(p.name for p in (run / "eval" / "figures").iterdir()) == sorted(figures)
     assert not [p.name for p in run.iterdir() if "groupact-" in p.name]
 
 
@@ -394,3 +399,23 @@ def test_data_cache_clears_temp_files_of_killed_writers(tmp_path):
         p.write_bytes(b"\0" * 10)
     cached("toy", settings, lambda: {"x": np.arange(3)}, tmp_path)
     assert not orphan.exists() and live.exists()  # a live writer's file is not ours to delete
+
+
+@pytest.mark.parametrize("code, words", [
+    (errno.EACCES, "no permission to write there"), (errno.EROFS, "the file system is read-only"),
+    (errno.ENOSPC, "the disk is full"), (errno.ENOTDIR, "a part of the path is a file"),
+])
+def test_a_write_that_the_system_refuses_names_the_cause(tmp_path, monkeypatch, code, words):
+    """Read-only folders cannot be made for a test run as root, so the system's refusal is
+    simulated where every write starts (the temporary file of an atomic write)."""
+    import tempfile
+
+    from groupact.io import atomic_write_text
+
+    def refuse(*_a, **_k):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(GroupactError, match=f"cannot write .*out.txt: {words}"):
+        atomic_write_text(tmp_path / "out.txt", "x")
+    assert list(tmp_path.iterdir()) == []

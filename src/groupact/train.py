@@ -603,9 +603,11 @@ class _Claim:
 
     def __init__(self, paths: RunPaths):
         self.paths, self.lock, self.created, self.trash = paths, None, False, None
+        self.had_lock_file = False
 
     def take(self, fresh: bool, overwrite: bool) -> None:
         self.created = make_folder(self.paths.root)
+        self.had_lock_file = (self.paths.root / LOCK_NAME).exists()
         self.lock = FolderLock(self.paths.root, "run folder").acquire()
         if not fresh:
             return
@@ -639,8 +641,9 @@ class _Claim:
             self.trash.rmdir()
             self.trash = None
         self.release()
-        if self.created:
+        if not self.had_lock_file:  # the folder as it was, lock file included
             (root / LOCK_NAME).unlink(missing_ok=True)
+        if self.created:
             try:
                 root.rmdir()
             except OSError:

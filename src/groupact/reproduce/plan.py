@@ -25,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from groupact.config import Config, load_config, load_yaml, parse_override, read_text_file, \
-    shown, unknown_key
+from groupact.config import Config, check_ranges, load_config, load_yaml, parse_override, \
+    read_text_file, shown, unknown_key
 from groupact.errors import ConfigError
 
 #: bounds on a plan's size: a typo like ``seeds: 100000000`` is an error, not a hang
@@ -144,7 +144,7 @@ class Plan:
             for name in self.names():
                 for dataset in self.datasets_of(name):
                     try:
-                        self.config(dataset, name, budget, 0)
+                        check_ranges(self.config(dataset, name, budget, 0))
                     except ConfigError as e:
                         raise ConfigError(f"{self.source}: {dataset}/{name} (budget {budget}): "
                                           f"{e}") from None
