@@ -30,7 +30,7 @@ def _manual_loss(model, b, stop_gradient: bool):
         z2 = z2.detach()
     m = model.mask_like(z1)
     moved = model.action(z1, b.g)
-    return (F.mse_loss(model.decode(m * moved + (1 - m) * z1), b.x2)
+    return (model.recon_error(model.decode(m * moved + (1 - m) * z1), b.x2)
             + F.mse_loss((1 - m) * z1, (1 - m) * z2) + F.mse_loss(m * moved, m * z2))
 
 
@@ -49,15 +49,18 @@ def test_paper_loss_stops_gradient_through_the_target_branch():
 
 
 def _published_style_loss(model, b):
-    """The authors' train step, written as their script does it: the whole x2 branch (encoder,
-    mask, split) under no_grad, so sg[z_i(x2)] and sg[z_v(x2)] carry no mask gradient."""
-    z1 = model.encode(b.x1)
+    """The authors' train step, written as their script does it: images normalised to [−1, 1]
+    (Normalize((0.5,), (0.5,))), the raw encoder and Tanh decoder, the MSE on that scale, and the
+    whole x2 branch (encoder, mask, split) under no_grad, so sg[z_i(x2)] and sg[z_v(x2)] carry no
+    mask gradient."""
+    x1, x2 = (b.x1 - 0.5) / 0.5, (b.x2 - 0.5) / 0.5
+    z1 = model.encoder(x1)
     m = model.mask_like(z1)
     z_v, z_i = m * z1, (1 - m) * z1
     z_v_rot = model.action(z_v, b.g)
-    recon = F.mse_loss(model.decode(z_i + z_v_rot), b.x2)
+    recon = F.mse_loss(model.decoder(z_i + z_v_rot), x2)
     with torch.no_grad():
-        z2 = model.encode(b.x2)
+        z2 = model.encoder(x2)
         m2 = model.mask_like(z2)
         z_v2, z_i2 = m2 * z2, (1 - m2) * z2
     return recon + F.mse_loss(z_i, z_i2) + F.mse_loss(z_v_rot, z_v2)
@@ -68,6 +71,7 @@ def test_paper_loss_mask_gradient_equals_the_published_scripts():
     differs from a loss that lets the mask's gradient through the target (the old deviation)."""
     model, b = _setup(["model.mask.init_std=1.0"])   # a mixed mask: both terms non-empty
     assert 0 < int(model.mask.hard().sum()) < model.mask.channels
+    assert model.pixel_range == (-1.0, 1.0)          # the authors' net works on [−1, 1]
     loss, _ = paper_loss(model, b, LossWeights())
     loss.backward()
     ours = model.mask.logits.grad.clone()
@@ -95,8 +99,8 @@ def test_symmetric_loss_is_both_ways():
     model, b = _setup()
     total, parts = symmetric_loss(model, b, LossWeights(1, 0, 0))
     with torch.no_grad():
-        fwd = F.mse_loss(model(b.x1, b.g), b.x2)
-        bwd = F.mse_loss(model(b.x2, model.group.inverse(b.g)), b.x1)
+        fwd = 4 * F.mse_loss(model(b.x1, b.g), b.x2)      # on [−1, 1]: 4× the [0, 1] error
+        bwd = 4 * F.mse_loss(model(b.x2, model.group.inverse(b.g)), b.x1)
     assert torch.isclose(total, fwd + bwd)
 
 
@@ -117,7 +121,7 @@ def test_autoencoder_loss_reconstructs_x1_and_ignores_the_group():
     loss, parts = autoencoder_loss(model, b, LossWeights(1.0, 5.0, 5.0))  # λ_i, λ_v unused
     assert set(parts) == {"recon"}
     with torch.no_grad():
-        assert torch.isclose(loss, F.mse_loss(model.decode(model.encode(b.x1)), b.x1))
+        assert torch.isclose(loss, 4 * F.mse_loss(model.decode(model.encode(b.x1)), b.x1))
     loss.backward()
     assert _grads(model).abs().sum() > 0                       # gradient reaches the encoder
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())

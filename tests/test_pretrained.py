@@ -56,7 +56,9 @@ def test_features_of_turned_digits_barely_move_with_the_invariant_readout(tmp_pa
             argv = ["features", run, "--input", str(tmp_path / f"{name}.npy"), "--output", str(out)]
             assert main(argv + (["--readout", readout] if readout else [])) == 0
             feats[name, readout] = torch.from_numpy(np.load(out))
-    assert feats["up", None].shape == (64, 2 * 64 * 49)          # orbit mean + mean square
+    variant = int(load_run(run).model.mask.hard().sum())
+    # z_i as it is, plus the orbit mean and mean square of each variant 7×7 map
+    assert feats["up", None].shape == (64, (64 - variant) * 49 + 2 * variant * 49)
     assert feats["up", "z"].shape == (64, 64 * 49)
 
     def change(key):

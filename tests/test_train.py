@@ -75,14 +75,18 @@ def test_mask_freeze_holds_the_logits_then_releases_them(tmp_path):
     assert not torch.equal(moved.model.mask.logits.detach(), start.detach())
 
 
-def test_output_bias_init_starts_the_decoder_at_the_mean_pixel(tmp_path):
+@pytest.mark.parametrize("net,inverse", [
+    ("authors-mnist", lambda p: math.atanh(2 * p - 1)),            # Tanh on [−1, 1]
+    ("authors-mnist-sigmoid", lambda p: math.log(p / (1 - p))),   # sigmoid on [0, 1]
+])
+def test_output_bias_init_starts_the_decoder_at_the_mean_pixel(tmp_path, net, inverse):
     from groupact.train import Trainer
     cfg = load_config("rotmnist-c4", TINY + ["train.epochs=0", "data.n_train=128",
-                                             "model.init_output_bias=true"])
+                                             "model.init_output_bias=true", f"model.net={net}"])
     tr = Trainer(cfg, tmp_path / "a", log=lambda *_: None)
     mean = float(tr.splits.train.images.mean())
     last = [m for m in tr.model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
-    assert torch.allclose(last.bias, torch.full_like(last.bias, math.log(mean / (1 - mean))))
+    assert torch.allclose(last.bias, torch.full_like(last.bias, inverse(mean)))
     plain = Trainer(load_config("rotmnist-c4", TINY + ["train.epochs=0", "data.n_train=128"]),
                     tmp_path / "b", log=lambda *_: None)
     last_plain = [m for m in plain.model.decoder.modules()

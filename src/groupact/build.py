@@ -9,7 +9,7 @@ from groupact.errors import ConfigError
 from groupact.groups import Group, build_group
 from groupact.latent import ALDMask, AllVariantMask, FixedMask, build_action
 from groupact.model import GroupActionAutoencoder
-from groupact.nets import NetSpec, build_nets
+from groupact.nets import NetSpec, net_entry
 
 
 def group_from_config(cfg: Config) -> Group:
@@ -45,7 +45,9 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...],
     spec = NetSpec(tuple(input_shape), channels=mc.channels, widths=tuple(mc.widths),
                    latent_dim=mc.latent_dim, fibre=mc.fibre)
     torch.manual_seed(cfg.train.seed)
-    encoder, decoder = build_nets(mc.net, spec)
+    entry = net_entry(mc.net)
+    encoder, decoder = entry.build(spec)
     return GroupActionAutoencoder.for_input(encoder, decoder, group,
                                             mask_factory(cfg, cfg.train.seed),
-                                            build_action(mc.action.kind, group), input_shape)
+                                            build_action(mc.action.kind, group), input_shape,
+                                            pixel_range=entry.pixel_range)

@@ -220,7 +220,7 @@ def cmd_info(_args) -> int:
     for k, (_, d) in sorted(GROUPS.items()):
         print(f"  {k:22s} {d}")
     print("networks (model.net):")
-    for k, (_, d) in sorted(NETS.items()):
+    for k, (_, d, *_) in sorted(NETS.items()):
         print(f"  {k:22s} {d}")
     print("latent actions (model.action.kind): " + ", ".join(ACTIONS))
     print("masks (model.mask.kind): ald, fixed, all")

@@ -1,5 +1,8 @@
 """Training objectives.
 
+Reconstruction errors are in the networks' pixel units (:meth:`GroupActionAutoencoder.recon_error`:
+on [−1, 1] for the authors' MNIST net, as their script computes it).
+
 - :func:`paper_loss` (ALD paper): λ_r·‖D(Φ_g(E x1)) − x2‖² + λ_i·‖z_i(x1) − sg[z_i(x2)]‖²
   + λ_v·‖Φ^v_g(z_v(x1)) − sg[z_v(x2)]‖². The target branch only needs the encoder, and runs
   without gradient (sg = stop-gradient).
@@ -70,7 +73,7 @@ def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
         z2 = model.encode(batch.x2)
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
-    recon = F.mse_loss(model.decode(m * moved + (1 - m) * z1), batch.x2)
+    recon = model.recon_error(model.decode(m * moved + (1 - m) * z1), batch.x2)
     return _with_latent_terms(recon, m, z1, moved, z2, w)
 
 
@@ -81,8 +84,8 @@ def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
     g_inv = model.group.inverse(batch.g)
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
-    fwd = F.mse_loss(model.decode(m * moved + (1 - m) * z1), batch.x2)
-    bwd = F.mse_loss(model.decode(model.act(z2, g_inv, m)), batch.x1)
+    fwd = model.recon_error(model.decode(m * moved + (1 - m) * z1), batch.x2)
+    bwd = model.recon_error(model.decode(model.act(z2, g_inv, m)), batch.x1)
     return _with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w)
 
 
@@ -95,7 +98,7 @@ def autoencoder_loss(model: GroupActionAutoencoder, batch: PairBatch,
     autoencoder sees the same image distribution as the group-action methods; λ_i and λ_v are
     not used (there is no group action to make anything invariant or equivariant).
     """
-    recon = F.mse_loss(model.decode(model.encode(batch.x1)), batch.x1)
+    recon = model.recon_error(model.decode(model.encode(batch.x1)), batch.x1)
     return w.recon * recon, {"recon": float(recon.detach())}
 
 

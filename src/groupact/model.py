@@ -4,11 +4,17 @@
 channels the group moves, the action moves their fibres, the rest passes through untouched.
 Any encoder/decoder pair plugs in, as long as the encoder returns (B, C, *fibre) and the decoder
 takes that shape back.
+
+Images outside the model are always in [0, 1]. ``pixel_range`` is the range the networks work in
+(the authors' MNIST net reads and writes [−1, 1], ending in Tanh): :meth:`encode` maps [0, 1] to
+it, :meth:`decode` maps back, and :meth:`recon_error` measures the squared error in the networks'
+own units, so a loss is the loss the network's authors wrote.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from groupact.errors import ConfigError
@@ -21,8 +27,13 @@ class GroupActionAutoencoder(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, group: Group,
                  mask: ChannelMask, action: LatentAction,
-                 latent_shape: tuple[int, ...] | None = None):
+                 latent_shape: tuple[int, ...] | None = None,
+                 pixel_range: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
+        lo, hi = (float(v) for v in pixel_range)
+        if not hi > lo:
+            raise ConfigError(f"pixel_range must be (low, high) with high > low; got {pixel_range}")
+        self.pixel_range = (lo, hi)
         self.encoder, self.decoder = encoder, decoder
         self.group, self.mask, self.action = group, mask, action
         self.latent_shape = tuple(latent_shape) if latent_shape is not None else None
@@ -32,7 +43,8 @@ class GroupActionAutoencoder(nn.Module):
     @classmethod
     def for_input(cls, encoder: nn.Module, decoder: nn.Module, group: Group,
                   mask_factory, action: LatentAction,
-                  input_shape: tuple[int, ...]) -> "GroupActionAutoencoder":
+                  input_shape: tuple[int, ...],
+                  pixel_range: tuple[float, float] = (0.0, 1.0)) -> "GroupActionAutoencoder":
         """Build with the latent shape found by one dry run of the encoder on ``input_shape``.
 
         ``mask_factory(channels)`` makes the mask once the channel count is known.
@@ -40,7 +52,7 @@ class GroupActionAutoencoder(nn.Module):
         with torch.no_grad():
             z = encoder(torch.zeros(2, *input_shape))
         mask = mask_factory(z.shape[1])
-        return cls(encoder, decoder, group, mask, action, tuple(z.shape[1:]))
+        return cls(encoder, decoder, group, mask, action, tuple(z.shape[1:]), pixel_range)
 
     def _check_latent(self, shape: tuple[int, ...]) -> None:
         if len(shape) < 2:
@@ -53,10 +65,22 @@ class GroupActionAutoencoder(nn.Module):
 
     # --- the pieces -------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(x)
+        """E(x) for images in [0, 1] (mapped to the networks' pixel range first)."""
+        lo, hi = self.pixel_range
+        return self.encoder(x if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * x)
 
     def decode(self, z: Tensor) -> Tensor:
-        return self.decoder(z)
+        """D(z) as an image in [0, 1] (mapped back from the networks' pixel range)."""
+        lo, hi = self.pixel_range
+        y = self.decoder(z)
+        return y if (lo, hi) == (0.0, 1.0) else (y - lo) / (hi - lo)
+
+    def recon_error(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean squared error of two [0, 1] images in the networks' pixel units: (hi − lo)² times
+        the [0, 1] error — exactly the MSE the networks' own output and normalised target have."""
+        lo, hi = self.pixel_range
+        err = F.mse_loss(pred, target)
+        return err if (lo, hi) == (0.0, 1.0) else (hi - lo) ** 2 * err
 
     def mask_like(self, z: Tensor) -> Tensor:
         """The (C,) mask broadcast over (B, C, *fibre), with the STE gradient path."""

@@ -166,6 +166,25 @@ def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, 
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
+def check_net_version(state: dict[str, Any], model: GroupActionAutoencoder,
+                      ckpt_path: Path) -> None:
+    """Refuse weights trained for another pixel range than the net now has.
+
+    groupact ≤ 0.1 called its sigmoid variant of the authors' MNIST net `authors-mnist`; that name
+    now means the published net (Tanh on [−1, 1]) with the same parameter shapes, so old weights
+    would load and decode nonsense. Checkpoints since 0.2 record the range.
+    """
+    saved = state.get("pixel_range")
+    net = (state.get("config") or {}).get("model", {}).get("net")
+    if saved is None and net == "authors-mnist":
+        raise CheckpointError(f"{ckpt_path} was trained with groupact 0.1's 'authors-mnist', now "
+                              "called 'authors-mnist-sigmoid': set model.net: "
+                              "authors-mnist-sigmoid in the run's config.yaml")
+    if saved is not None and tuple(saved) != tuple(model.pixel_range):
+        raise CheckpointError(f"{ckpt_path} was trained on pixels in {tuple(saved)} but "
+                              f"model.net={net!r} works in {model.pixel_range}")
+
+
 def load_run(run_dir: str | Path, which: str = "best",
              device: str | torch.device = "cpu") -> LoadedRun:
     """The config and trained model of ``run_dir`` (``which``: best or last checkpoint)."""
@@ -190,6 +209,7 @@ def load_run(run_dir: str | Path, which: str = "best",
             raise CheckpointError(f"{ckpt_path} is from another model ({key}={theirs!r}) than "
                                   f"{paths.config} describes ({key}={ours!r})")
     model = model_from_config(cfg, tuple(shape)).to(device)
+    check_net_version(state, model, ckpt_path)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError):
@@ -201,7 +221,7 @@ def load_run(run_dir: str | Path, which: str = "best",
 
 #: what a slim (exported) checkpoint keeps: enough to evaluate and transform, not to resume
 EXPORT_KEYS = ("format", "model", "epoch", "best_epoch", "best_val", "config", "data_fingerprint",
-               "input_shape")
+               "input_shape", "pixel_range")
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:

@@ -38,7 +38,8 @@ from groupact.io import (LOCK_NAME, FolderLock, append_jsonl, atomic_copy, atomi
 from groupact.losses import LossWeights, get_loss
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
-from groupact.runs import RunPaths, config_differences, foreign_entries, read_run_config
+from groupact.runs import RunPaths, check_net_version, config_differences, foreign_entries, \
+    read_run_config
 
 __all__ = ["RunPaths", "TIMING_KEYS", "RESUMABLE_KEYS", "Trainer", "train_run", "resume_config",
            "check_resume_config", "history", "resolve_device", "epoch_generator", "fixed_pairs",
@@ -217,12 +218,14 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "data_fingerprint": self.splits.fingerprint(),
             "input_shape": list(self.splits.image_shape),
+            "pixel_range": list(self.model.pixel_range),
             "torch_rng": torch.get_rng_state(),
             "world_size": self.comm.world_size,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's state (format 1 files resume at their epoch's start)."""
+        check_net_version(state, self.model, self.paths.last)
         if state.get("data_fingerprint") != self.splits.fingerprint():
             raise CheckpointError("the checkpoint was trained on other data (split fingerprint "
                                   "differs); resume with the run's own config.yaml")

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from groupact.data import TransformPairs, build_pair_source, load_data
-from groupact.errors import CheckpointError
+from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate import figures
-from groupact.evaluate.metrics import mse_per_image, psnr, ssim
+from groupact.evaluate.metrics import dice, mse_per_image, psnr, ssim
 from groupact.evaluate.probe import probe_accuracy, split_features
 from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
 from groupact.model import GroupActionAutoencoder
@@ -33,10 +33,14 @@ def encode_all(model: GroupActionAutoencoder, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def image_metrics(model: GroupActionAutoencoder, pairs) -> dict[str, float]:
-    """Transformed reconstruction vs target, the do-nothing answer, and the latent errors."""
+def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
+                  ) -> dict[str, float]:
+    """Transformed reconstruction vs target, the do-nothing and mean-target answers, and the
+    latent errors; with ``binary`` (masks such as adrenal shapes) their Dice overlaps too."""
     sums: dict[str, float] = {}
-    lat = {"inv_num": 0.0, "inv_den": 0.0, "eq_num": 0.0, "eq_den": 0.0}
+    lat = {"inv_num": 0.0, "inv_sq": 0.0, "eq_num": 0.0, "eq_den": 0.0}
+    inv_sum: Tensor | None = None      # Σ over pairs of (1 − M) z2, for the centred energy
+    mean_target = pairs.x2.mean(0, keepdim=True)   # an orientation-free blob
     n = 0
 
     def add(key: str, values: Tensor) -> None:
@@ -50,21 +54,31 @@ def image_metrics(model: GroupActionAutoencoder, pairs) -> dict[str, float]:
         add("mse", mse_per_image(pred, b.x2))
         add("psnr", psnr(pred, b.x2))
         add("ssim", ssim(pred, b.x2))
-        add("mse_identity", mse_per_image(b.x1, b.x2))
-        add("psnr_identity", psnr(b.x1, b.x2))
-        add("ssim_identity", ssim(b.x1, b.x2))
+        if binary:
+            add("dice", dice(pred, b.x2))
+        for name, answer in (("identity", b.x1), ("mean_target", mean_target.expand_as(b.x2))):
+            add(f"mse_{name}", mse_per_image(answer, b.x2))
+            add(f"psnr_{name}", psnr(answer, b.x2))
+            add(f"ssim_{name}", ssim(answer, b.x2))
+            if binary:
+                add(f"dice_{name}", dice(answer, b.x2))
         add("psnr_autoencode", psnr(model.decode(z1), b.x1))
         # the same model told another pair's g: if this matches "psnr", the decoder ignores g
         wrong = model.action(z1, b.g.roll(1, 0))
         add("psnr_wrong_g", psnr(model.decode(m * wrong + (1 - m) * z1), b.x2))
+        zi2 = ((1 - m) * z2).double()   # float64: the centred energy is a difference of sums
         lat["inv_num"] += float(((1 - m) * (z1 - z2)).pow(2).sum())
-        lat["inv_den"] += float(((1 - m) * z2).pow(2).sum())
+        lat["inv_sq"] += float(zi2.pow(2).sum())
+        inv_sum = zi2.sum(0) if inv_sum is None else inv_sum + zi2.sum(0)
         lat["eq_num"] += float((m * (moved - z2)).pow(2).sum())
         lat["eq_den"] += float((m * z2).pow(2).sum())
         n += b.x1.shape[0]
     out = {k: v / n for k, v in sums.items()}
     out["psnr_from_mean_mse"] = 10 * math.log10(1.0 / max(out["mse"], 1e-10))
-    out["inv_error"] = lat["inv_num"] / lat["inv_den"] if lat["inv_den"] else math.nan
+    # centred: a near-constant invariant channel has little energy about its mean, so it no
+    # longer looks invariant just by being large (Σ (z − z̄)² = Σ z² − n·z̄²)
+    inv_den = lat["inv_sq"] - float(inv_sum.pow(2).sum()) / n if inv_sum is not None else 0.0
+    out["inv_error"] = lat["inv_num"] / inv_den if inv_den > 1e-12 else math.nan
     out["equiv_error"] = lat["eq_num"] / lat["eq_den"] if lat["eq_den"] else math.nan
     out["n_pairs"] = n
     return out
@@ -90,9 +104,45 @@ def homomorphism_error(model: GroupActionAutoencoder, x: Tensor, seed: int) -> f
 
 
 @torch.no_grad()
+def orbit_pooled(model: GroupActionAutoencoder, x: Tensor, elements: Tensor) -> Tensor:
+    """(N, F) features: E(T_h x) averaged over h in a finite subgroup H, flattened.
+
+    Image-space orbit pooling, the classic way to make any encoder invariant (to H exactly): it
+    costs |H| encoder passes per image, where the latent read-out costs one.
+    """
+    group, k = model.group, elements.shape[0]
+    out = []
+    for i in range(0, len(x), max(1, EVAL_BATCH // k)):
+        xb = x[i:i + max(1, EVAL_BATCH // k)]
+        rep = xb.repeat_interleave(k, 0)
+        turned = group.act_image(rep, elements.repeat(xb.shape[0], *([1] * (elements.dim() - 1))))
+        z = model.encode(turned)
+        out.append(z.view(xb.shape[0], k, *z.shape[1:]).mean(1).flatten(1))
+    return torch.cat(out)
+
+
+def untrained_copy(model: GroupActionAutoencoder, cfg, input_shape, seed: int
+                   ) -> GroupActionAutoencoder:
+    """The same architecture at a fresh random start (the random-encoder baseline)."""
+    from groupact.build import model_from_config
+
+    with torch.random.fork_rng(devices=[]):
+        fresh = model_from_config(cfg_with_seed(cfg, seed), tuple(input_shape))
+    return fresh.to(next(model.parameters()).device).eval()
+
+
+def cfg_with_seed(cfg, seed: int):
+    import dataclasses
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+
+@torch.no_grad()
 def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
-           l2: float) -> dict[str, float | None]:
-    """Linear probes on z_i / z_v / z; two protocols (see docs/PROTOCOL.md)."""
+           l2: float, random_model: GroupActionAutoencoder | None = None
+           ) -> dict[str, float | None]:
+    """Linear probes on z_i / z_v / z / the invariant read-out, and the orbit-pooling baselines
+    (this encoder and ``random_model``'s, pooled over the group's finite subgroup in image
+    space); two protocols (see docs/PROTOCOL.md)."""
     if splits.train.labels is None or splits.test.labels is None:
         return {}
     mask = model.mask.hard()
@@ -103,12 +153,22 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
     upright_train = source.views(splits.train, tr_idx.to(dev), None, device=dev)
     turned_test = source.views(splits.test, te_idx.to(dev),
                                torch.Generator().manual_seed(seed + 1), device=dev)
+    pool_over = None
+    if isinstance(source, TransformPairs):     # rendered data has no T_h of one image
+        try:
+            pool_over = model.group.averaging_elements(dev)
+        except GroupactError:
+            pool_over = None
     feats = []
     for views in (turned_train, upright_train, turned_test):
         z = encode_all(model, views)
         f = split_features(z, mask)
         f["zinv"] = torch.cat([model.invariant_features(z[i:i + EVAL_BATCH])
                                for i in range(0, len(z), EVAL_BATCH)])
+        if pool_over is not None:
+            f["orbit"] = orbit_pooled(model, views, pool_over)
+            if random_model is not None:
+                f["orbit_random"] = orbit_pooled(random_model, views, pool_over)
         feats.append(f)
     f_tt, f_ut, f_te = feats
     y_tr, y_te = splits.train.labels, splits.test.labels
@@ -119,7 +179,9 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
     if variant == 0:
         same_as = {"zi": "z", "zinv": "z"}
     out: dict[str, float | None] = {}
-    for part in ("z", "zi", "zv", "zinv"):
+    for part in ("z", "zi", "zv", "zinv", "orbit", "orbit_random"):
+        if part not in f_tt:
+            continue
         if part in same_as:
             out[f"probe_{part}"] = out[f"probe_{same_as[part]}"]
             out[f"probe_{part}_upright"] = out[f"probe_{same_as[part]}_upright"]
@@ -127,6 +189,8 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
         out[f"probe_{part}"] = probe_accuracy(f_tt[part], y_tr, f_te[part], y_te, steps, l2)
         out[f"probe_{part}_upright"] = probe_accuracy(f_ut[part], y_tr, f_te[part], y_te, steps,
                                                       l2)
+    if pool_over is not None:
+        out["orbit_pool_passes"] = int(pool_over.shape[0])   # encoder passes per image
     out["probe_chance"] = float(torch.bincount(y_te.cpu()).max()) / len(y_te)
     return out
 
@@ -240,11 +304,14 @@ def _evaluate(run, out: Path, device: str, log: Callable[[str], None],
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"]}
-    metrics.update(image_metrics(model, pairs))
+    test_images = splits.test.images
+    binary = bool(((test_images == 0) | (test_images == 1)).all())
+    metrics.update(image_metrics(model, pairs, binary))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(mask_stats(model, run.paths.root))
+    random_model = untrained_copy(model, cfg, run.checkpoint["input_shape"], cfg.eval.seed + 20)
     metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
-                          cfg.eval.probe_l2))
+                          cfg.eval.probe_l2, random_model))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
     with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
         if do_figs:
@@ -276,12 +343,19 @@ def summary_markdown(m: dict[str, Any]) -> str:
              f"| model D(Φ_g(E x1)) | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'])} | "
              f"{_fmt(m['mse'], 5)} |",
              f"| do nothing (x̂2 = x1) | {_fmt(m['psnr_identity'], 2)} | "
-             f"{_fmt(m['ssim_identity'])} | {_fmt(m['mse_identity'], 5)} |", "",
+             f"{_fmt(m['ssim_identity'])} | {_fmt(m['mse_identity'], 5)} |",
+             f"| mean target (x̂2 = mean of all x2) | {_fmt(m.get('psnr_mean_target'), 2)} | "
+             f"{_fmt(m.get('ssim_mean_target'))} | {_fmt(m.get('mse_mean_target'), 5)} |", ""]
+    if "dice" in m:
+        lines += [f"Dice (binary shapes, both thresholded at 0.5): model {_fmt(m['dice'])}, do "
+                  f"nothing {_fmt(m.get('dice_identity'))}, mean target "
+                  f"{_fmt(m.get('dice_mean_target'))}.", ""]
+    lines += [
              f"Plain autoencoding PSNR {_fmt(m['psnr_autoencode'], 2)} dB; told another pair's g, "
              f"the model scores {_fmt(m.get('psnr_wrong_g'), 2)} dB; PSNR from the mean MSE "
              f"{_fmt(m['psnr_from_mean_mse'], 2)} dB.", "",
              "| latent error (relative, 0 = exact) | value |", "|---|---|",
-             f"| invariance ‖z_i(x1) − z_i(x2)‖²/‖z_i‖² | {_fmt(m['inv_error'], 4)} |",
+             f"| invariance ‖z_i(x1) − z_i(x2)‖²/‖z_i − mean z_i‖² | {_fmt(m['inv_error'], 4)} |",
              f"| equivariance ‖Φ_g z_v(x1) − z_v(x2)‖²/‖z_v‖² | {_fmt(m['equiv_error'], 4)} |",
              f"| homomorphism ‖Φ_aΦ_b z_v − Φ_ab z_v‖²/‖Φ_ab z_v‖² | "
              f"{_fmt(m['homomorphism_error'], 6)} |", "",
@@ -289,15 +363,20 @@ def summary_markdown(m: dict[str, Any]) -> str:
              f"(first epoch {_fmt(m.get('mask_fraction_first_epoch'))}; "
              f"{m.get('mask_flips_during_training', 0)} channel flips during training).", ""]
     if "probe_z" in m:
-        lines += ["| linear probe accuracy | z_i | z_v | z | invariant read-out |",
-                  "|---|---|---|---|---|",
-                  f"| train & test on transformed images | {_fmt(m['probe_zi'])} | "
-                  f"{_fmt(m['probe_zv'])} | {_fmt(m['probe_z'])} | "
-                  f"{_fmt(m.get('probe_zinv'))} |",
-                  f"| train upright, test transformed | {_fmt(m['probe_zi_upright'])} | "
-                  f"{_fmt(m['probe_zv_upright'])} | {_fmt(m['probe_z_upright'])} | "
-                  f"{_fmt(m.get('probe_zinv_upright'))} |", "",
-                  f"Chance (majority class): {_fmt(m['probe_chance'])}.", ""]
+        passes = m.get("orbit_pool_passes")
+        cols = [("z_i", "zi", 1), ("z_v", "zv", 1), ("z", "z", 1), ("invariant read-out", "zinv", 1)]
+        if "probe_orbit" in m:
+            cols += [("this encoder, image orbit-pooled", "orbit", passes),
+                     ("random encoder, image orbit-pooled", "orbit_random", passes)]
+        cols = [c for c in cols if c[1] == "zinv" or f"probe_{c[1]}" in m]
+        lines += ["| linear probe accuracy | " + " | ".join(c[0] for c in cols) + " |",
+                  "|---" * (len(cols) + 1) + "|",
+                  "| train & test on transformed images | "
+                  + " | ".join(_fmt(m.get(f"probe_{c[1]}")) for c in cols) + " |",
+                  "| train upright, test transformed | "
+                  + " | ".join(_fmt(m.get(f"probe_{c[1]}_upright")) for c in cols) + " |",
+                  "| encoder passes per image | " + " | ".join(str(c[2]) for c in cols) + " |",
+                  "", f"Chance (majority class): {_fmt(m['probe_chance'])}.", ""]
     if m.get("figures"):
         lines += ["Figures: " + ", ".join(f"[{f}](figures/{f})" for f in m["figures"]), ""]
     return "\n".join(lines)

@@ -12,6 +12,14 @@ def mse_per_image(x: Tensor, y: Tensor) -> Tensor:
     return (x - y).pow(2).flatten(1).mean(1)
 
 
+def dice(x: Tensor, y: Tensor, threshold: float = 0.5) -> Tensor:
+    """Dice overlap of each pair of masks, both thresholded at ``threshold`` (for binary shapes
+    whose turned copies are interpolated); 1 when both are empty."""
+    a, b = (x > threshold).flatten(1).float(), (y > threshold).flatten(1).float()
+    inter, total = (a * b).sum(1), a.sum(1) + b.sum(1)
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
 def psnr(x: Tensor, y: Tensor, max_value: float = 1.0, eps: float = 1e-10) -> Tensor:
     """PSNR in dB of each image (values on [0, max_value]); average these for the report."""
     return 10 * torch.log10(max_value ** 2 / mse_per_image(x, y).clamp_min(eps))

@@ -6,8 +6,11 @@ registry only makes the recipes' networks available by name.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
+
+import torch
 
 from torch import nn
 
@@ -28,6 +31,15 @@ class NetSpec:
 
 
 Builder = Callable[[NetSpec], tuple[nn.Module, nn.Module]]
+
+
+class NetEntry(NamedTuple):
+    """A registered net: its builder, a one-line description and the pixel range its encoder
+    reads and its decoder writes (the model maps that range to and from the data's [0, 1])."""
+
+    build: Builder
+    description: str
+    pixel_range: tuple[float, float] = (0.0, 1.0)
 
 
 def _spatial_side(spec: NetSpec, dims: int, name: str) -> None:
@@ -55,18 +67,31 @@ def _conv3d(spec: NetSpec):
             conv_decoder(3, c, spec.widths, spec.channels))
 
 
-def _authors_mnist(spec: NetSpec):
+def _mnist_side(spec: NetSpec, name: str) -> int:
     if tuple(spec.input_shape[1:]) != (28, 28):
-        raise ConfigError(f"net 'authors-mnist' takes 28×28 images; the data is "
+        raise ConfigError(f"net '{name}' takes 28×28 images; the data is "
                           f"{spec.input_shape[1:]} (set data.size=28 to resize)")
-    c = spec.input_shape[0]
+    return spec.input_shape[0]
+
+
+def _authors_mnist(spec: NetSpec):
+    """The authors' published MNIST net (rotated_mnist.py, commit b4d0d40), layer for layer:
+    conv 1→32 (4×4, s2, p1), LeakyReLU(0.2), conv 32→64, LeakyReLU(0.2); decoder ConvT 64→32,
+    LeakyReLU(0.2), ConvT 32→1, Tanh — on pixels normalised to [−1, 1]."""
+    c = _mnist_side(spec, "authors-mnist")
+    return (conv_encoder(2, c, (32,), 64, activate_latent=True),
+            conv_decoder(2, c, (32,), 64, output="tanh"))
+
+
+def _authors_mnist_sigmoid(spec: NetSpec):
+    """groupact's earlier variant of the authors' net: no LeakyReLU on the latent, a sigmoid on
+    [0, 1] pixels. Kept to compare against (it converges slower, docs/RESULTS.md)."""
+    c = _mnist_side(spec, "authors-mnist-sigmoid")
     return conv_encoder(2, c, (32,), 64), conv_decoder(2, c, (32,), 64)
 
 
 def _jin_mnist(spec: NetSpec):
-    if tuple(spec.input_shape[1:]) != (28, 28):
-        raise ConfigError(f"net 'jin-mnist' takes 28×28 images; the data is "
-                          f"{spec.input_shape[1:]} (set data.size=28 to resize)")
+    _mnist_side(spec, "jin-mnist")
     if spec.latent_dim % spec.fibre:
         raise ConfigError(f"model.latent_dim={spec.latent_dim} is not a multiple of "
                           f"model.fibre={spec.fibre}")
@@ -112,9 +137,12 @@ def _conv2d_volume(spec: NetSpec):
     return enc, dec
 
 
-NETS: dict[str, tuple[Builder, str]] = {
-    "authors-mnist": (_authors_mnist, "the paper's MNIST net: conv 1→32→64 (4×4, stride 2), "
-                                      "64×7×7 latent, mirrored decoder"),
+NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, description) pair)
+    "authors-mnist": NetEntry(_authors_mnist, "the paper's MNIST net as published: conv 1→32→64 "
+                              "(4×4, stride 2, LeakyReLU after each), 64×7×7 latent, mirrored "
+                              "decoder ending in Tanh on [−1, 1] pixels", (-1.0, 1.0)),
+    "authors-mnist-sigmoid": NetEntry(_authors_mnist_sigmoid, "groupact's earlier variant of "
+                                      "authors-mnist: no latent LeakyReLU, sigmoid on [0, 1]"),
     "jin-mnist": (_jin_mnist, "Jin et al.'s MNIST net: 4 stride-2 convs, FC 256, FC latent_dim "
                               "as (latent_dim/fibre)×fibre vectors"),
     "conv2d": (_conv2d, "stride-2 conv encoder/decoder for images; latent C×(H/2^L)×(W/2^L)"),
@@ -126,32 +154,38 @@ NETS: dict[str, tuple[Builder, str]] = {
 }
 
 
+def net_entry(name: str) -> NetEntry:
+    """The registry entry of ``model.net``, with a did-you-mean error for an unknown name."""
+    if name not in NETS:
+        raise ConfigError(f"unknown model.net '{name}'; choose one of: {', '.join(sorted(NETS))}")
+    return NetEntry(*NETS[name])
+
+
 def init_output_bias(decoder: nn.Module, mean: float) -> None:
-    """Start the decoder at the data's mean intensity: its last layer's bias = logit(mean).
+    """Start the decoder at the data's mean intensity ``mean`` (in [0, 1]): its last layer's bias
+    at the output squashing's inverse of it (logit for a sigmoid, atanh(2·mean − 1) for Tanh).
 
     A sigmoid decoder that starts at 0.5 on mostly black data first learns to output black
     everywhere, a flat minimum some runs never leave (benchmarks/collapse.py); starting at the
-    mean skips it. Needs a decoder whose last biased layer feeds a sigmoid.
+    mean skips it. Needs a decoder that ends in a biased conv/linear layer and a squashing.
     """
-    import math
-
-    import torch
-
-    layers = [m for m in decoder.modules()
+    modules = list(decoder.modules())
+    squash = next((m for m in reversed(modules) if isinstance(m, (nn.Sigmoid, nn.Tanh))), None)
+    layers = [m for m in modules
               if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                                 nn.Linear)) and m.bias is not None]
-    if not layers:
-        raise ConfigError("model.init_output_bias needs a decoder with a biased conv/linear layer")
+    if not layers or squash is None:
+        raise ConfigError("model.init_output_bias needs a decoder whose biased conv/linear layer "
+                          "feeds a Sigmoid or Tanh output; set model.init_output_bias=false")
     p = min(max(mean, 1e-3), 1 - 1e-3)
+    value = math.log(p / (1 - p)) if isinstance(squash, nn.Sigmoid) else math.atanh(2 * p - 1)
     with torch.no_grad():
-        layers[-1].bias.fill_(math.log(p / (1 - p)))
+        layers[-1].bias.fill_(value)
 
 
 def build_nets(name: str, spec: NetSpec) -> tuple[nn.Module, nn.Module]:
     """The (encoder, decoder) pair a recipe names, built for its input shape."""
-    if name not in NETS:
-        raise ConfigError(f"unknown model.net '{name}'; choose one of: {', '.join(sorted(NETS))}")
-    return NETS[name][0](spec)
+    return net_entry(name).build(spec)
 
 
-__all__ = ["NETS", "NetSpec", "build_nets", "init_output_bias"]
+__all__ = ["NETS", "NetEntry", "NetSpec", "build_nets", "init_output_bias", "net_entry"]

@@ -19,29 +19,38 @@ def _deconv(dims: int):
     return nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
 
 
+OUTPUTS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+#: the pixel range each output squashing produces; the model maps it to and from [0, 1]
+OUTPUT_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
 def conv_encoder(dims: int, in_channels: int, widths: Sequence[int], latent_channels: int,
-                 kernel: int = 4) -> nn.Sequential:
+                 kernel: int = 4, activate_latent: bool = False) -> nn.Sequential:
     """Stride-2 convs (kernel 4, padding 1: each halves the side), LeakyReLU(0.2) between them.
 
-    The last conv gives the latent channels with no activation. The authors' MNIST encoder is
-    ``conv_encoder(2, 1, [32], 64)``: 1→32→64 channels, 28×28 → 7×7.
+    The last conv gives the latent channels, followed by a LeakyReLU(0.2) only with
+    ``activate_latent`` (the authors' MNIST encoder has one: ``conv_encoder(2, 1, [32], 64,
+    activate_latent=True)``, 1→32→64 channels, 28×28 → 7×7).
     """
     conv, layers, c = _conv(dims), [], in_channels
     for w in widths:
         layers += [conv(c, w, kernel, 2, 1), nn.LeakyReLU(0.2)]
         c = w
     layers.append(conv(c, latent_channels, kernel, 2, 1))
+    if activate_latent:
+        layers.append(nn.LeakyReLU(0.2))
     return nn.Sequential(*layers)
 
 
 def conv_decoder(dims: int, out_channels: int, widths: Sequence[int], latent_channels: int,
-                 kernel: int = 4) -> nn.Sequential:
-    """The mirror of :func:`conv_encoder`: stride-2 transposed convs, sigmoid output in [0, 1]."""
+                 kernel: int = 4, output: str = "sigmoid") -> nn.Sequential:
+    """The mirror of :func:`conv_encoder`: stride-2 transposed convs, then ``output``
+    (sigmoid: pixels in [0, 1]; tanh: in [−1, 1], the authors' MNIST decoder)."""
     deconv, layers, c = _deconv(dims), [], latent_channels
     for w in reversed(list(widths)):
         layers += [deconv(c, w, kernel, 2, 1), nn.LeakyReLU(0.2)]
         c = w
-    layers += [deconv(c, out_channels, kernel, 2, 1), nn.Sigmoid()]
+    layers += [deconv(c, out_channels, kernel, 2, 1), OUTPUTS[output]()]
     return nn.Sequential(*layers)
 
 

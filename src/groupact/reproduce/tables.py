@@ -36,12 +36,17 @@ FORMATS = {"psnr": ".2f", "ssim": ".3f", "inv_error": ".3g", "equiv_error": ".3g
            "mask_channels": ".0f"}
 
 #: headers of the columns known by name
-TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "inv_error": "inv. error",
+TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "dice": "Dice", "inv_error": "inv. error",
           "equiv_error": "equiv. error", "homomorphism_error": "hom. error",
           "mask_fraction": "variant fraction", "mask_fraction_first_epoch": "after epoch 1",
           "mask_flips_during_training": "flips", "mask_channels": "channels",
           "probe_chance": "chance", "psnr_autoencode": "autoencode PSNR",
-          "psnr_wrong_g": "PSNR, wrong g", "psnr_from_mean_mse": "PSNR of mean MSE"}
+          "psnr_wrong_g": "PSNR, wrong g", "psnr_from_mean_mse": "PSNR of mean MSE",
+          "probe_zinv": "z_inv (T→T)", "probe_zinv_upright": "z_inv (U→T)",
+          "probe_orbit": "orbit-pooled E (T→T)", "probe_orbit_upright": "orbit-pooled E (U→T)",
+          "probe_orbit_random": "orbit-pooled random E (T→T)",
+          "probe_orbit_random_upright": "orbit-pooled random E (U→T)",
+          "orbit_pool_passes": "passes (orbit-pooled)"}
 
 
 @dataclass
@@ -208,8 +213,9 @@ def _rows(plan, runs_by, select, columns: list[str]) -> list[list[str]]:
 
 
 def reconstruction_table(plan, records, runs_by) -> Table:
-    extras = extra_keys(records, "psnr_", {"psnr_identity"})
-    cols = ["psnr", "ssim"] + extras
+    extras = extra_keys(records, "psnr_", {"psnr_identity", "psnr_mean_target"})
+    shapes = ["dice"] if any("dice" in r.metrics for r in records) else []
+    cols = ["psnr", "ssim"] + shapes + extras
     rows, notes = [], []
     datasets = list(dict.fromkeys(r.dataset for r in records))
     for dataset in datasets:
@@ -221,10 +227,16 @@ def reconstruction_table(plan, records, runs_by) -> Table:
         label = _label(plan, dataset)
         if ref is not None:
             ref_runs = runs_by[(dataset, ref)]
-            rows.append([label, "do nothing (x̂2 = x1)", str(len(ref_runs)),
-                         cell(ref_runs, "psnr_identity", ".2f"),
-                         cell(ref_runs, "ssim_identity", ".3f")] + ["–"] * len(extras))
-            label = ""
+            for answer, key in (("do nothing (x̂2 = x1)", "identity"),
+                                ("mean target (x̂2 = mean x2)", "mean_target")):
+                if not any(f"psnr_{key}" in r.metrics for r in ref_runs):
+                    continue
+                rows.append([label, answer, str(len(ref_runs)),
+                             cell(ref_runs, f"psnr_{key}", ".2f"),
+                             cell(ref_runs, f"ssim_{key}", ".3f")]
+                            + [cell(ref_runs, f"dice_{key}", ".3f") for _ in shapes]
+                            + ["–"] * len(extras))
+                label = ""
             _, ref_id, _ = stats(ref_runs, "psnr_identity")
             for m, rs in methods:
                 _, own, _ = stats(rs, "psnr_identity")
@@ -234,8 +246,9 @@ def reconstruction_table(plan, records, runs_by) -> Table:
             rows.append([label, m, str(len(rs))] + [cell(rs, k) for k in cols])
             label = ""
     note = ("x̂2 = D(Φ_g(E(x1))) against x2 = T_g(x1) on the fixed test pairs (identity "
-            "excluded). The do-nothing row answers x̂2 = x1 on the test pairs of the dataset's "
-            "first method.")
+            "excluded). The do-nothing row answers x̂2 = x1, the mean-target row the mean of all "
+            "test targets (an orientation-free blob), on the test pairs of the dataset's first "
+            "method.")
     if notes:
         note += (" Methods that draw other pairs (Jin et al.'s (g1·x, g2·x)) have their own "
                  "do-nothing PSNR: " + ", ".join(notes) + ".")
@@ -267,15 +280,21 @@ def probe_table(plan, records, runs_by) -> Table:
         "the invariant read-out z_inv (z_i plus the action's invariants of z_v). T→T: trained "
         "and tested on transformed images; U→T: trained on untransformed (upright) images, "
         "tested on transformed ones. chance: the majority class. '–': that part of the latent "
-        "is empty (e.g. no invariant channel).",
-        plan, runs_by, ["probe_chance"] + probe_columns(records), probe_only_too=True)
+        "is empty (e.g. no invariant channel). Orbit-pooled: the run's own encoder, and an "
+        "untrained one of the same architecture, averaged over the group's finite subgroup in "
+        "image space (E(T_h x) over all h): invariant by construction, at the cost of 'passes' "
+        "encoder passes per image where the read-out needs one.",
+        plan, runs_by, ["probe_chance"] + probe_columns(records)
+        + (["orbit_pool_passes"] if any("orbit_pool_passes" in r.metrics for r in records)
+           else []), probe_only_too=True)
 
 
 def latent_table(plan, records, runs_by) -> Table:
     return _method_table(
         "(c) Latent errors",
         "Relative squared errors over the test pairs (0 = exact): inv. ‖z_i(x1) − "
-        "z_i(x2)‖²/‖z_i(x2)‖²; equiv. ‖Φ_g z_v(x1) − z_v(x2)‖²/‖z_v(x2)‖²; hom. ‖Φ_aΦ_b z_v − "
+        "z_i(x2)‖²/‖z_i(x2) − mean z_i(x2)‖² (centred: movement relative to how much z_i varies "
+        "between images); equiv. ‖Φ_g z_v(x1) − z_v(x2)‖²/‖z_v(x2)‖²; hom. ‖Φ_aΦ_b z_v − "
         "Φ_ab z_v‖²/‖Φ_ab z_v‖².",
         plan, runs_by, ["inv_error", "equiv_error", "homomorphism_error"])
 
