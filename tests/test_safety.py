@@ -315,15 +315,25 @@ def test_folder_built_aside_is_whole_or_absent(tmp_path):
     assert tree(tmp_path) == {"out": "dir", "out/a": hashlib.sha1(b"2").hexdigest()}
 
 
+def _kill_points(default: str, slow: list[str]) -> list:
+    """One kill point in the default run, the rest behind the slow marker."""
+    return [default, *[pytest.param(at, marks=pytest.mark.slow) for at in slow]]
+
+
+@pytest.mark.parametrize("at", _kill_points(
+    "groupact.evaluate.figures:atomic_save_figure:3",
+    [*[f"groupact.evaluate.figures:atomic_save_figure:{n}" for n in (1, 2, 4)],
+     "groupact.evaluate.evaluate:atomic_write_json:1",
+     "groupact.evaluate.evaluate:atomic_write_text:1"]))
 def test_evaluate_killed_mid_figures_keeps_the_old_evaluation_then_completes(tmp_path, trained,
-                                                                            capsys):
+                                                                            capsys, at):
     """Old code wrote figures straight into eval/: a kill left new figures beside old metrics."""
     run = copy_run(trained, tmp_path / "run")
     assert main(["evaluate", str(run), "--no-figures"]) == 0  # an earlier evaluation
     capsys.readouterr()
     old = tree(run / "eval")
     reference = json.loads((run / "eval" / "metrics.json").read_text())
-    killed(tmp_path, "groupact.evaluate.figures:atomic_save_figure:3", "evaluate", str(run))
+    killed(tmp_path, at, "evaluate", str(run))
     assert tree(run / "eval") == old
     assert main(["evaluate", str(run)]) == 0  # the same command again
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
@@ -333,10 +343,14 @@ def test_evaluate_killed_mid_figures_keeps_the_old_evaluation_then_completes(tmp
     assert not [p.name for p in run.iterdir() if "groupact-" in p.name]
 
 
-def test_export_killed_leaves_nothing_under_its_name_then_completes(tmp_path, trained, capsys):
+@pytest.mark.parametrize("points", [
+    ["groupact.runs:save_checkpoint:1", "groupact.io:write_checksums:1"],
+    pytest.param([f"groupact.runs:atomic_copy:{n}" for n in (1, 2, 3)], marks=pytest.mark.slow)])
+def test_export_killed_leaves_nothing_under_its_name_then_completes(tmp_path, trained, capsys,
+                                                                    points):
     """Old code: a kill left a half folder (or one without checksums) that blocked the retry."""
     assert main(["export", str(trained), str(tmp_path / "reference")]) == 0
-    for at in ("groupact.runs:save_checkpoint:1", "groupact.io:write_checksums:1"):
+    for at in points:
         out = tmp_path / "copy"
         killed(tmp_path, at, "export", str(trained), str(out))
         assert not out.exists(), at
@@ -373,9 +387,15 @@ REPRO = ["reproduce", "--budget", "tiny", "--datasets", "rotmnist", "--methods",
          "--seeds", "1", "--jobs", "1", "--no-ablations"]
 
 
-def test_reproduce_killed_while_writing_its_tables_then_run_again(tmp_path, capsys):
+@pytest.mark.parametrize("at", _kill_points(
+    "groupact.reproduce.tables:atomic_write_text:2",
+    [*[f"groupact.reproduce.tables:atomic_write_text:{n}" for n in (1, 4)],
+     "groupact.reproduce.runner:write_manifest:1",
+     "groupact.reproduce.runner:write_run_meta:2"]))
+def test_reproduce_killed_while_writing_its_tables_then_run_again(tmp_path, capsys, at):
+    """Killed after its run is trained, while it writes its bookkeeping and tables."""
     out = tmp_path / "results"
-    killed(tmp_path, "groupact.reproduce.tables:atomic_write_text:2", *REPRO, "--out", str(out))
+    killed(tmp_path, at, *REPRO, "--out", str(out))
     runs = [p for p in (out / "runs").rglob("last.pt")]
     assert len(runs) == 1
     trained_bytes = runs[0].read_bytes()

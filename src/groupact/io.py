@@ -336,6 +336,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:  # the file is fine as far as we know; reading it is not
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}; check its "
+                              "permissions and the disk") from None
     except Exception as e:  # truncated zip, pickle garbage, wrong file type
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
                               f"({type(e).__name__}); retrain or restore it from a backup") from None
