@@ -657,6 +657,9 @@ def make_hostile_files(root: Path, good: np.ndarray) -> None:
     (root / "thesis" / "thesis.tex").write_text("\\documentclass{article} years of work\n")
     shutil.copytree(root / "run", root / "run_plus")
     (root / "run_plus" / "my_notes.txt").write_text("mine\n")
+    shutil.copytree(root / "run", root / "run_eval_plus")
+    (root / "run_eval_plus" / "eval").mkdir()
+    (root / "run_eval_plus" / "eval" / "poster.pdf").write_bytes(b"%PDF")
     shutil.copytree(root / "run", root / "bombrun")
     (root / "bombrun" / "config.yaml").write_text(ALIAS_BOMB + "name: *i\n")
     shutil.copytree(root / "run", root / "evalbad")
@@ -872,6 +875,8 @@ BAD_INPUTS.update({
                                 "--overwrite refused: thesis is not a groupact run folder"),
     "overwrite-a-run-with-user-files": (_train(run="run_plus") + ["--overwrite"],
                                         "my_notes.txt"),
+    "overwrite-a-run-with-user-files-in-eval": (_train(run="run_eval_plus") + ["--overwrite"],
+                                                "eval/poster.pdf"),
     "run-dir-is-a-file": (_train(run="afile"), "run folder afile is a file"),
     "run-dir-under-a-file": (_train(run="afile/run"), "a part of the path is a file"),
     "resume-missing": (["train", "--resume", "--run-dir", "nowhere"], "does not exist"),

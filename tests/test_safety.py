@@ -160,6 +160,14 @@ def test_a_failed_fresh_start_leaves_no_folder_to_block_the_rerun(tmp_path, monk
     assert (run / "checkpoints" / "last.pt").is_file()
 
 
+def test_resume_of_a_folder_that_is_not_a_run_puts_nothing_in_it(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(GroupactError, match="not a groupact run folder"):
+        train_run(load_config("rotmnist-c4", TINY), mine, resume=True, log=quiet)
+    assert list(mine.iterdir()) == []
+
+
 # --- 2. one writer per folder --------------------------------------------------------------------
 
 def _cli(*argv: str) -> list[str]:

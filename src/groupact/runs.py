@@ -65,6 +65,8 @@ RUN_ENTRIES = frozenset({"config.yaml", "data.json", "metrics.jsonl", "checkpoin
                          "reproduce.json", "reproduce.log", LOCK_NAME, ".groupact-overwritten",
                          ".eval.groupact-partial", ".eval.groupact-old"})
 CHECKPOINT_ENTRIES = frozenset({"best.pt", "last.pt"})
+#: what `groupact evaluate` writes into its output folder
+EVAL_ENTRIES = frozenset({"metrics.json", "summary.md", "figures"})
 
 
 def foreign_entries(root: Path) -> list[str]:
@@ -74,17 +76,14 @@ def foreign_entries(root: Path) -> list[str]:
         return []
     out = [p.name for p in root.iterdir()
            if p.name not in RUN_ENTRIES and not fnmatch.fnmatch(p.name, TEMP_GLOB)]
-    ck = root / "checkpoints"
-    if ck.exists() and not ck.is_dir():
-        out.append("checkpoints (a file)")
-    elif ck.is_dir():
-        out += [f"checkpoints/{p.name}" for p in ck.iterdir()
-                if p.name not in CHECKPOINT_ENTRIES and not fnmatch.fnmatch(p.name, TEMP_GLOB)]
+    for sub, names in (("checkpoints", CHECKPOINT_ENTRIES), ("eval", EVAL_ENTRIES)):
+        folder = root / sub
+        if folder.exists() and not folder.is_dir():
+            out.append(f"{sub} (a file)")
+        elif folder.is_dir():
+            out += [f"{sub}/{p.name}" for p in folder.iterdir()
+                    if p.name not in names and not fnmatch.fnmatch(p.name, TEMP_GLOB)]
     return sorted(out)
-
-
-#: what `groupact evaluate` writes into its output folder
-EVAL_ENTRIES = frozenset({"metrics.json", "summary.md", "figures"})
 
 
 def claim_eval_folder(paths: RunPaths, out: Path) -> FolderLock:

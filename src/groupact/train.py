@@ -679,6 +679,7 @@ def train_run(cfg: Config, run_dir: str | Path, resume: bool = False,
                 if not paths.root.is_dir():
                     raise CheckpointError(f"run folder {paths.root} does not exist; nothing to "
                                           "resume")
+                read_run_config(paths.root)  # a run folder, before a lock file is put in it
                 claim.take(fresh=False, overwrite=False)
                 return _resume_state(paths, cfg)
             state = comm.run_on_main(locked_state)
