@@ -143,3 +143,35 @@ def test_block_is_at_the_same_place_in_both_images():
     area = b.x1.flatten(1).sum(1)
     assert set(area.unique().tolist()) <= {0.0, 49.0}  # one 7×7 block or none
     assert 0.74 < float((area > 0).float().mean()) < 0.86
+
+
+# --- pixel scale from the dtype, never guessed (issue 12) ---------------------------------------
+
+def test_pixel_scale_is_decided_by_dtype():
+    from groupact.data.base import to_unit_float
+    ramp = np.arange(0, 256, dtype=np.uint8).reshape(1, 16, 16)
+    assert torch.allclose(to_unit_float(ramp, "u8"), torch.from_numpy(ramp / 255.0).float())
+    deep = (ramp.astype(np.uint16) * 257)  # 16-bit: 0..65535
+    assert torch.allclose(to_unit_float(deep, "u16"), torch.from_numpy(deep / 65535.0).float())
+    with pytest.raises(DataError, match="divide by the maximum"):  # old code: divided by 255
+        to_unit_float(ramp / 255.0 * 1.01, "f")
+    with pytest.raises(DataError, match="NaN or infinite"):
+        to_unit_float(np.array([[0.5, np.inf]]), "f")
+
+
+def test_16_bit_png_keeps_its_depth_and_mixed_grey_and_colour_folders_load(tmp_path):
+    from groupact.data.images import read_image
+    deep = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 83)  # up to 65,000
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # a 16-bit grey PNG
+    x = read_image(tmp_path / "deep.png", 1)
+    assert torch.allclose(x[0, 0], torch.from_numpy(deep / 65535.0).float(), atol=1e-6)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # grey, colour and 16-bit grey files side by side
+        arr = rng.integers(0, 255, (28, 28, 3) if i % 3 == 1 else (28, 28), dtype=np.uint8)
+        Image.fromarray(arr.astype(np.uint16) * 257 if i % 3 == 2 else arr).save(
+            folder / f"{i}.png")
+    sp = load_folder(folder, n_train=4, n_val=1, n_test=1)
+    assert sp.image_shape == (3, 28, 28)  # colour wins; grey is repeated, not dropped
+    assert float(sp.train.images.max()) <= 1.0

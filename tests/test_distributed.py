@@ -119,8 +119,8 @@ def test_distributed_run_resumes_exactly_after_a_signal_to_one_rank(runs):
 
 def test_only_rank_zero_writes(runs):
     files = sorted(str(p.relative_to(runs["A"])) for p in runs["A"].rglob("*") if p.is_file())
-    assert files == ["checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "data.json",
-                     "metrics.jsonl"]
+    assert files == [".groupact.lock", "checkpoints/best.pt", "checkpoints/last.pt", "config.yaml",
+                     "data.json", "metrics.jsonl"]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 8])

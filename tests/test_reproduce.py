@@ -204,6 +204,11 @@ def test_a_changed_config_is_refused(tiny, tmp_path, capsys):
     reproduce(**TINY, out=out, plan_path=plan, overwrite_changed=True, dry_run=True,
               say=lines.append)
     assert "2 new" in lines[0] and (out / "runs/rotmnist/ald/seed0/eval").is_dir()  # dry: kept
+    (out / "runs/rotmnist/ald/seed0/my_notes.txt").write_text("mine")  # not ours to delete
+    with pytest.raises(GroupactError, match="my_notes.txt"):
+        reproduce(**TINY, out=out, plan_path=plan, overwrite_changed=True, say=lambda s: None)
+    assert (out / "runs/rotmnist/ald/seed0/my_notes.txt").is_file()
+    assert (out / "runs/rotmnist/plain-ae/seed0/eval").is_dir()  # and no other run was deleted
 
 
 def test_tables_only(tiny, tmp_path, capsys):

@@ -402,9 +402,10 @@ from pathlib import Path
 import groupact.cli, groupact.train, groupact.transform, groupact.evaluate.evaluate  # noqa
 cases, root, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), Path(sys.argv[3])
 
-def snapshot():
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+def snapshot():  # files by content, folders by presence, lock files by presence only
+    return {str(p.relative_to(root)): "lock" if p.name == ".groupact.lock" else "dir"
+            if p.is_dir() else hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
 
 results = {}
 for case in cases:
@@ -495,6 +496,7 @@ def workspace(tmp_path_factory) -> Path:
     np.savez(root / "no_images.npz", pictures=good)
     (root / "typo.yaml").write_text("name: typo\ntrian: {epochs: 1}\n")
     (root / "notyaml.yaml").write_text("name: [unclosed\n")
+    make_hostile_files(root, good)
     return root
 
 
@@ -575,8 +577,314 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
                            "cannot turn 2-channel images into 1"),
 }
 
+# --- hostile and careless inputs (issue 12): every command, input kind and config range ----------
+
+def _png_bytes_declaring(h: int, w: int) -> bytes:
+    """A tiny PNG whose header claims h×w pixels: a decompression bomb to a trusting reader."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + \
+        chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+#: "billion laughs": 9 levels of 9 aliases, 10⁹ strings once expanded (a few hundred bytes)
+ALIAS_BOMB = "a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
+    f"{c}: &{c} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+    for prev, c in zip("abcdefgh", "bcdefghi"))
+
+
+def make_hostile_files(root: Path, good: np.ndarray) -> None:
+    """The files of the rows below: broken archives, bombs, odd images, hostile YAML."""
+    import nibabel as nib
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    np.savez(root / "ok.npz", images=good)
+    (root / "truncated.npz").write_bytes((root / "ok.npz").read_bytes()[:500])
+    (root / "text.npz").write_text("images = 1, 2, 3\n")
+    np.savez(root / "neg_labels.npz", images=good, labels=np.arange(96) - 1)
+    np.savez(root / "big_labels.npz", images=good, labels=np.full(96, 10 ** 6))
+    np.savez(root / "float_labels.npz", images=good, labels=np.linspace(0, 1, 96))
+    np.savez(root / "few_labels.npz", images=good, labels=np.zeros(10, np.int64))
+    np.savez(root / "above_one.npz", images=good / 255.0 * 1.2)
+    np.savez(root / "ints.npz", images=good.astype(np.int64) * 100)
+    np.savez(root / "complex.npz", images=good.astype(np.complex64))
+    np.savez(root / "inf.npz", images=np.where(good > 250, np.inf, good / 255.0))
+    np.savez(root / "negative.npz", images=good / 255.0 - 0.5)
+    np.savez(root / "tiny.npz", images=good[:2])
+    for name, files in {"imgs_empty": [], "imgs_bomb": ["bomb.png"], "imgs_bad": ["bad.png"],
+                        "imgs_sizes": ["a.png", "b.png"], "imgs_two": ["a.png", "c.png"]}.items():
+        (root / name).mkdir()
+        for f in files:
+            if f == "bomb.png":
+                (root / name / f).write_bytes(_png_bytes_declaring(40_000, 40_000))
+            elif f == "bad.png":
+                (root / name / f).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+            else:
+                _png(root / name / f, (28, 28) if f != "b.png" else (30, 30))
+    (root / "bomb.png").write_bytes(_png_bytes_declaring(40_000, 40_000))
+    (root / "notes.txt").write_text("not an image")
+    np.save(root / "zero.npy", np.zeros((0, 1, 28, 28), np.float32))
+    np.save(root / "digit.npy", good[0] / 255.0)
+    np.save(root / "batch.npy", good[:4, None] / 255.0)
+    (root / "truncated.npy").write_bytes((root / "digit.npy").read_bytes()[:100])
+    np.save(root / "above_one.npy", good[0] / 255.0 * 1.01 + 0.001)
+    Image.fromarray(good[0]).save(root / "digit.png")
+    (root / "folder.png").mkdir()
+    (root / "nii_two").mkdir()
+    for i in range(2):
+        nib.save(nib.Nifti1Image(rng.random((6, 6, 6)).astype(np.float32), np.eye(4)),
+                 str(root / "nii_two" / f"s{i}.nii.gz"))
+    (root / "bomb.yaml").write_text("name: bomb\n" + ALIAS_BOMB + "description: *i\n")
+    (root / "deep.yaml").write_text("name: deep\ndescription: " + "[" * 5000 + "]" * 5000 + "\n")
+    (root / "nested.yaml").write_text("name: nested\ndescription: " + "[" * 60 + "]" * 60 + "\n")
+    (root / "huge.yaml").write_text("name: huge\ndescription: " + "x" * 1_100_000 + "\n")
+    (root / "binary.yaml").write_bytes(b"name: \xff\xfe\x00bin\n")
+    (root / "code.yaml").write_text('name: !!python/object/apply:os.system ["touch pwned"]\n')
+    (root / "list.yaml").write_text("- name\n- value\n")
+    (root / "plan_bomb.yaml").write_text(ALIAS_BOMB + "datasets: *i\n")
+    (root / "plan_seeds.yaml").write_text(
+        "datasets: {mnist: {recipe: rotmnist-c4}}\nmethods: {ald: {}}\n"
+        "budgets: {quick: {seeds: 100000000}}\n")
+    (root / "plan_deep.yaml").write_text("datasets: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n")
+    (root / "thesis").mkdir()
+    (root / "thesis" / "thesis.tex").write_text("\\documentclass{article} years of work\n")
+    shutil.copytree(root / "run", root / "run_plus")
+    (root / "run_plus" / "my_notes.txt").write_text("mine\n")
+    shutil.copytree(root / "run", root / "run_eval_plus")
+    (root / "run_eval_plus" / "eval").mkdir()
+    (root / "run_eval_plus" / "eval" / "poster.pdf").write_bytes(b"%PDF")
+    shutil.copytree(root / "run", root / "bombrun")
+    (root / "bombrun" / "config.yaml").write_text(ALIAS_BOMB + "name: *i\n")
+    shutil.copytree(root / "run", root / "evalbad")
+    (root / "evalbad" / "eval").mkdir(exist_ok=True)
+    (root / "evalbad" / "eval" / "metrics.json").write_text('{"psnr": 2')
+    shutil.copytree(root / "run", root / "evallist")
+    (root / "evallist" / "eval").mkdir(exist_ok=True)
+    (root / "evallist" / "eval" / "metrics.json").write_text("[1, 2]")
+    (root / "outdir").mkdir()
+    (root / "outdir" / "keep.txt").write_text("a user's file\n")
+    (root / "results_file").write_text("not a folder")
+
+
+def _features(run: str, inp: str, out: str = "f.npy", *extra: str) -> list[str]:
+    return ["features", run, "--input", inp, "--output", out, *extra]
+
+
+def _g(run: str, g: str) -> list[str]:
+    return ["transform", run, "--input", "digit.png", "--g", g, "--output", "out.png"]
+
+
+def _orbit(run: str, n: str) -> list[str]:
+    return ["transform", run, "--input", "digit.png", "--orbit", n, "--output", "out.png"]
+
+
+def _repro(*args: str) -> list[str]:
+    return ["reproduce", "--budget", "tiny", "--dry-run", *args]
+
+
+def _folder(path: str, *sets: str) -> list[str]:
+    return _train("data.kind=folder", f"data.path={path}", *sets)
+
+
+def _npz(path: str, *sets: str) -> list[str]:
+    return _train("data.kind=npz", f"data.path={path}", *sets)
+
+
+#: a value thousands of characters long: the message must quote a short piece of it
+LONG = "x" * 5000
+
+BAD_INPUTS.update({
+    # every config range a type check cannot see (refused before data is read or a file written)
+    **{f"range-{k}={v}": (_train(f"{k}={v}"), words) for k, v, words in [
+        ("data.n_val", "0", "data.n_val must be 1 or more"),
+        ("data.n_train", "-5", "data.n_train must be 1 or more"),
+        ("data.n_test", "0", "data.n_test must be 1 or more"),
+        ("data.n_items", "0", "data.n_items must be 1 or more"),
+        ("data.size", "0", "data.size must be 1..4096"),
+        ("data.size", "-3", "data.size must be 1..4096"),
+        ("data.size", "100000", "data.size must be 1..4096"),
+        ("data.channels", "0", "data.channels must be 1 or 3"),
+        ("data.channels", "2", "data.channels must be 1 or 3"),
+        ("data.block_prob", "1.5", "data.block_prob must lie in [0, 1]"),
+        ("data.block_prob", "-0.1", "data.block_prob must lie in [0, 1]"),
+        ("data.block_size", "0", "data.block_size must be 1 or more"),
+        ("data.n_poses", "0", "data.n_poses must be 1 or more"),
+        ("data.split_seed", "-1", "data.split_seed must be 0 or more"),
+        ("group.n", "0", "group.n must be 1 or more"),
+        ("group.size", "0", "group.size must be 1 or more"),
+        ("group.unit", "0", "group.unit must be 1 or more"),
+        ("group.a_max", "0.5", "group.a_max must be 1 or more"),
+        ("group.b_max", "-1", "group.b_max must be 0 or more"),
+        ("model.channels", "0", "model.channels must be 1 or more"),
+        ("model.fibre", "0", "model.fibre must be 1 or more"),
+        ("model.latent_dim", "0", "model.latent_dim must be 1 or more"),
+        ("model.widths", "[32, 0]", "model.widths must all be 1 or more"),
+        ("model.mask.tau", "0", "model.mask.tau must lie in (0, 1)"),
+        ("model.mask.tau", "1.5", "model.mask.tau must lie in (0, 1)"),
+        ("model.mask.init_std", "-1", "model.mask.init_std must be 0 or more"),
+        ("model.mask.variant_fraction", "2", "variant_fraction must lie in [0, 1]"),
+        ("model.mask.freeze_epochs", "-1", "freeze_epochs must be 0 or more"),
+        ("model.mask.variant", "[0, 99]", "model.mask.variant must list channels 0..63"),
+        ("loss.recon", "-1", "must be 0 or more"),
+        ("loss.const", "-0.5", "must be 0 or more"),
+        ("eval.n_pairs", "0", "eval.n_pairs must be 1 or more"),
+        ("eval.probe_steps", "-1", "eval.probe_steps must be 0 or more"),
+        ("eval.probe_l2", "-1", "eval.probe_l2 must be 0 or more"),
+        ("train.epochs", "-1", "train.epochs must be 0 or more"),
+        ("train.threads", "-1", "train.threads must be 0"),
+        ("train.checkpoint_every", "-2", "train.checkpoint_every must be 0"),
+        ("train.val_pairs", "0", "train.val_pairs must be 1 or more"),
+        ("train.lr", "inf", "takes a finite number"),
+        ("train.lr", "nan", "takes a finite number"),
+        ("train.lr", "0", "train.lr must be a positive number"),
+        ("train.device", "tpu", "unknown train.device 'tpu'"),
+        ("train.device", "cuda:99", "train.device=cuda:99 but"),
+        ("train.device", "meta", "train.device=meta is not supported"),
+        ("train.schedule", "cosine", "unknown train.schedule 'cosine'"),
+        ("data.kind", "imagenet", "unknown data.kind 'imagenet'"),
+        ("model.mask.tua", "0.3", "did you mean 'model.mask.tau'"),
+        ("model.net", "resnet", "resnet"),
+    ]},
+    "set-no-equals": (_train("train.epochs"), "--set takes key=value"),
+    "set-empty-key": (_train(".epochs=3"), "--set: bad key"),
+    "set-long-value": (_train(f"train.lr={LONG}"), "train.lr' takes a number"),
+    "set-long-key": (_train(f"train.{LONG}=1"), "unknown config key"),
+    "set-deep-value": (_train("description=" + "[" * 3000 + "]" * 3000), "nests deeper than"),
+    "set-section-is-value": (_train("model=3"), "must be a mapping"),
+    # recipe and plan files built to hang, crash or run code
+    "yaml-alias-bomb": (["train", "bomb.yaml", *TRAIN_SMALL], "expands to more than"),
+    "yaml-deep": (["train", "deep.yaml", *TRAIN_SMALL], "nests deeper than"),
+    "yaml-nested-60": (["train", "nested.yaml", *TRAIN_SMALL], "nests deeper than 50"),
+    "yaml-huge": (["train", "huge.yaml", *TRAIN_SMALL], "a config or plan is at most"),
+    "yaml-binary": (["train", "binary.yaml", *TRAIN_SMALL], "is not text (UTF-8)"),
+    "yaml-python-tag": (["train", "code.yaml", *TRAIN_SMALL], "is not valid YAML"),
+    "yaml-list": (["train", "list.yaml", *TRAIN_SMALL], "must be a YAML mapping"),
+    "recipe-is-a-folder": (["train", "thesis", *TRAIN_SMALL], "is a folder, not a recipe file"),
+    "run-config-alias-bomb": (_transform("bombrun", "digit.png"), "expands to more than"),
+    "plan-alias-bomb": (_repro("--plan", "plan_bomb.yaml"), "expands to more than"),
+    "plan-huge-seeds": (_repro("--plan", "plan_seeds.yaml"), "from 1 to 1000"),
+    "plan-deep": (_repro("--plan", "plan_deep.yaml"), "nests deeper than"),
+    "plan-missing": (_repro("--plan", "missing.yaml"), "plan file missing.yaml does not exist"),
+    "reproduce-huge-seeds": (_repro("--seeds", "100000000"), "--seeds must be 1 to 1000"),
+    "reproduce-zero-seeds": (_repro("--seeds", "0"), "--seeds must be 1 to 1000"),
+    "reproduce-zero-jobs": (_repro("--jobs", "0"), "--jobs must be 1 or more"),
+    "reproduce-bad-budget": (_repro("--budget", "huge"), "huge"),
+    "reproduce-bad-dataset": (_repro("--datasets", "imagenet"), "unknown dataset 'imagenet'"),
+    "reproduce-seeds-not-int": (_repro("--seeds", "many"), "invalid int value: 'many'"),
+    "reproduce-tables-nothing": (["reproduce", "--tables-only", "--out", "nowhere"],
+                                 "holds no runs"),
+    "reproduce-out-is-a-file": (["reproduce", "--budget", "tiny", "--datasets", "rotmnist",
+                                 "--methods", "ald", "--seeds", "1", "--out", "results_file"],
+                                "results_file is a file, not a folder"),
+    # data files: archives, labels, pixel scales, folders
+    "npz-truncated": (_npz("truncated.npz"), "cannot read truncated.npz as .npz"),
+    "npz-not-a-zip": (_npz("text.npz"), "cannot read text.npz as .npz"),
+    "npz-negative-labels": (_npz("neg_labels.npz"), "'labels' must be class numbers"),
+    "npz-huge-labels": (_npz("big_labels.npz"), "'labels' must be class numbers"),
+    "npz-float-labels": (_npz("float_labels.npz"), "'labels' must be integers"),
+    "npz-label-count": (_npz("few_labels.npz"), "96 images but 10 labels"),
+    "npz-float-above-one": (_npz("above_one.npz"), "divide by the maximum"),
+    "npz-ints-above-255": (_npz("ints.npz"), "image values span [0, 25400]"),
+    "npz-complex": (_npz("complex.npz"), "dtype complex64"),
+    "npz-inf": (_npz("inf.npz"), "NaN or infinite"),
+    "npz-negative-floats": (_npz("negative.npz"), "image values span [-0.5"),
+    "npz-too-few": (_npz("tiny.npz"), "asked for"),
+    "npz-no-path": (_train("data.kind=npz"), "give data.path=FILE.npz"),
+    "npz-path-is-folder": (_npz("thesis"), "data file thesis does not exist"),
+    "folder-missing": (_folder("nope"), "image folder nope does not exist"),
+    "folder-empty": (_folder("imgs_empty"), "holds no"),
+    "folder-bomb": (_folder("imgs_bomb"), "too large to decode safely"),
+    "folder-corrupt-png": (_folder("imgs_bad"), "cannot read image"),
+    "folder-mixed-sizes": (_folder("imgs_sizes"), "differ in size"),
+    "folder-too-few": (_folder("imgs_two"), "items but the data has 2"),
+    "folder-too-few-for-splits": (_folder("imgs_two", "data.n_train=1", "data.n_val=1",
+                                          "data.n_test=1"), "asked for 1+1+1 items"),
+    "nifti-folder-too-small": (_train("data.path=nii_two", "data.size=8", recipe="brain3d-so3"),
+                               "too few for its train, validation and test splits"),
+    "mnist-path-is-a-file": (_train("data.kind=mnist", "data.path=afile"), "yann.lecun.com"),
+    "adrenal-missing": (_train("data.path=missing.npz", recipe="adrenal3d-so3"), "missing.npz"),
+    # transform: elements, orbits, inputs and outputs
+    "g-inf": (_g("run", "inf"), "--g takes finite numbers"),
+    "g-nan-so2": (_g("jin", "nan"), "--g takes finite numbers"),
+    "g-overflow": (_g("run", "1e400"), "--g takes finite numbers"),
+    "g-inf-degrees": (_g("run", "infdeg"), "--g takes finite numbers"),
+    "g-not-a-multiple": (_g("run", "45"), "multiples of 90"),
+    "g-not-a-number": (_g("run", "ninety"), "takes an angle in degrees"),
+    "orbit-huge": (_orbit("run", "100000000"), "--orbit takes N from 1 to 360"),
+    "orbit-zero": (_orbit("run", "0"), "--orbit takes N from 1 to 360"),
+    "orbit-negative": (_orbit("run", "-3"), "--orbit takes N from 1 to 360"),
+    "orbit-not-int": (_orbit("run", "many"), "invalid int value"),
+    "g-and-orbit": (["transform", "run", "--input", "digit.png", "--g", "90", "--orbit", "4",
+                     "--output", "out.png"], "exactly one of --g VALUE or --orbit N"),
+    "neither-g-nor-orbit": (["transform", "run", "--input", "digit.png", "--output", "out.png"],
+                            "exactly one of --g VALUE or --orbit N"),
+    "output-jpg": (_transform("run", "digit.png", "out.jpg"), "writes .png or .npy files"),
+    "output-no-suffix": (_transform("run", "digit.png", "out"), "writes .png or .npy files"),
+    "output-is-input": (_transform("run", "digit.png", "digit.png"), "is the input"),
+    "output-is-input-dotted": (_transform("run", "digit.png", "./digit.png"), "is the input"),
+    "output-is-a-folder": (_transform("run", "digit.png", "folder.png"), "is a folder"),
+    "output-under-a-file": (_transform("run", "digit.png", "afile/out.png"),
+                            "a part of the path is a file"),
+    "input-bomb": (_transform("run", "bomb.png"), "too large to decode safely"),
+    "input-is-a-folder": (_transform("run", "thesis"), "is a folder, not an image"),
+    "input-text-file": (_transform("run", "notes.txt"), "cannot read image notes.txt"),
+    "input-truncated-npy": (_transform("run", "truncated.npy"), "cannot read truncated.npy"),
+    "input-float-above-one": (_transform("run", "above_one.npy"), "divide by the maximum"),
+    "missing-option": (["transform", "run", "--input", "digit.png", "--g", "90"],
+                       "the following arguments are required: --output"),
+    "unknown-command": (["trian"], "invalid choice: 'trian'"),
+    "unknown-option": (["train", "rotmnist-c4", "--epochs", "3"], "unrecognized arguments"),
+    # features
+    "features-zero-images": (_features("run", "zero.npy"), "zero.npy holds no images"),
+    "features-output-png": (_features("run", "digit.npy", "f.png"), "writes .npy files"),
+    "features-output-is-input": (_features("run", "digit.npy", "digit.npy"), "is the input"),
+    "features-bad-readout": (_features("run", "digit.npy", "f.npy", "--readout", "zz"),
+                             "invalid choice: 'zz'"),
+    "features-truncated": (_features("run", "truncated.npy"), "cannot read truncated.npy"),
+    "features-under-a-file": (_features("run", "batch.npy", "afile/f.npy"),
+                              "a part of the path is a file"),
+    # evaluate: devices, outputs
+    "evaluate-cuda-without-gpu": (["evaluate", "run", "--device", "cuda"],
+                                  "no CUDA GPU is visible"),
+    "evaluate-unknown-device": (["evaluate", "run", "--device", "tpu"], "unknown --device 'tpu'"),
+    "evaluate-bad-device-index": (["evaluate", "run", "--device", "cuda:x"], "unknown --device"),
+    "evaluate-out-is-a-file": (["evaluate", "run", "--out", "afile"], "afile is a file"),
+    "evaluate-out-holds-user-files": (["evaluate", "run", "--out", "outdir"],
+                                      "holds files `groupact evaluate` did not write"),
+    "evaluate-missing-run": (["evaluate", "nowhere"], "run folder nowhere does not exist"),
+    "evaluate-run-is-a-file": (["evaluate", "afile"], "afile is a file, not a run folder"),
+    # report
+    "report-corrupt-metrics": (["report", "evalbad"], "is unreadable (JSONDecodeError)"),
+    "report-metrics-not-object": (["report", "evallist"], "is not a metrics object"),
+    "report-not-evaluated": (["report", "run"], "has no eval/metrics.json"),
+    # export
+    "export-into-user-folder": (["export", "run", "outdir"], "exists and is not an empty folder"),
+    "export-onto-a-file": (["export", "run", "afile"], "exists and is not an empty folder"),
+    "export-under-a-file": (["export", "run", "afile/copy"], "afile is a file, not a folder"),
+    "export-corrupt-run": (["export", "corrupt", "copy"], "is truncated or corrupt"),
+    "export-missing-run": (["export", "nowhere", "copy"], "run folder nowhere does not exist"),
+    # run folders: --overwrite deletes only runs; refusals leave no folder behind
+    "overwrite-a-user-folder": (_train(run="thesis") + ["--overwrite"],
+                                "--overwrite refused: thesis is not a groupact run folder"),
+    "overwrite-a-run-with-user-files": (_train(run="run_plus") + ["--overwrite"],
+                                        "my_notes.txt"),
+    "overwrite-a-run-with-user-files-in-eval": (_train(run="run_eval_plus") + ["--overwrite"],
+                                                "eval/poster.pdf"),
+    "run-dir-is-a-file": (_train(run="afile"), "run folder afile is a file"),
+    "run-dir-under-a-file": (_train(run="afile/run"), "a part of the path is a file"),
+    "resume-missing": (["train", "--resume", "--run-dir", "nowhere"], "does not exist"),
+})
+
 #: rows also run through a real `python -m groupact.cli` process in the default suite
-REAL_PROCESS = {"key-typo", "ckpt-truncated"}
+REAL_PROCESS = {"key-typo", "ckpt-truncated", "yaml-alias-bomb", "evaluate-cuda-without-gpu",
+                "overwrite-a-user-folder"}
 
 #: rows that fail because of a known bug outside this issue's files (remove the entry once fixed)
 KNOWN_BUGS: dict[str, str] = {}
@@ -596,6 +904,7 @@ def _check_row(case_id: str, rc: int, stderr: str, before: dict, after: dict) ->
     assert lines[0].startswith("groupact: error: "), stderr
     assert "Traceback" not in stderr
     assert words in lines[0], f"{case_id}: {words!r} not in {lines[0]!r}"
+    assert len(lines[0]) < 600, f"{case_id}: a {len(lines[0])}-character message"
     assert after == before, f"{case_id}: files changed: " \
         f"{sorted(set(after.items()) ^ set(before.items()))}"
 
@@ -622,8 +931,10 @@ def test_bad_input_is_one_line_exit_2_and_no_file(case_id, forked_results):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """As the runner's: files by content, folders by presence, lock files by presence only."""
+    return {str(p.relative_to(root)): "lock" if p.name == ".groupact.lock" else "dir"
+            if p.is_dir() else hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
 
 
 @pytest.mark.parametrize("case_id", [_row(k, slow=k not in REAL_PROCESS) for k in BAD_INPUTS])
@@ -640,6 +951,9 @@ def test_the_table_has_every_kind_of_bad_input():
     """The issue's list, each kind present at least once."""
     kinds = ["key-", "image-wrong-size", "image-wrong-channels", "image-wrong-dtype", "image-nan",
              "run-not-a-run", "ckpt-truncated", "ckpt-corrupt", "ckpt-other-model",
-             "ckpt-newer-format", "mnist-folder-missing", "npz-missing"]
+             "ckpt-newer-format", "mnist-folder-missing", "npz-missing", "range-", "yaml-",
+             "plan-", "reproduce-", "npz-", "folder-", "g-", "orbit-", "output-", "input-",
+             "features-", "evaluate-", "report-", "export-", "overwrite-", "run-dir-"]
     for kind in kinds:
         assert any(k.startswith(kind) for k in BAD_INPUTS), kind
+    assert len(BAD_INPUTS) >= 120

@@ -16,8 +16,16 @@ from groupact.errors import GroupactError
 EXIT_USER_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the tool's one-line error (usage goes to --help, not to every mistake)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"groupact: error: {' '.join(message.split())}; see "
+                                   f"`{self.prog} --help`\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="groupact",
         description="Learn how a group acts on an autoencoder's latent space, with the latent "
                     "split into a moved part z_v and a fixed part z_i.")
@@ -35,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir exactly where it stopped, with its own "
                         "config (--set may change only train.epochs and how it runs)")
-    t.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run (only a folder groupact wrote; the old run is "
+                        "kept until the new one has its first checkpoint)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
 
     e = sub.add_parser("evaluate", help="evaluate a run folder with the fixed protocol",
@@ -183,14 +193,10 @@ def cmd_features(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from groupact.io import write_checksums
     from groupact.runs import export_run
 
-    out = Path(args.out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise GroupactError(f"{out} exists and is not empty; choose another folder or delete it")
-    export_run(args.run_dir, out)
-    sums = write_checksums(out)
+    out = export_run(args.run_dir, Path(args.out_dir))
+    sums = out / "SHA256SUMS"
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported {args.run_dir} to {out} ({size / 1e6:.2f} MB); checksums in {sums}")
     return 0
@@ -274,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     except GroupactError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all ranks
             print(f"groupact: error: {' '.join(str(e).split())}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except OSError as e:  # a path the checks above did not foresee: still one line, no traceback
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"groupact: error: {e.strerror or type(e).__name__}{where}; check the path, its "
+              "permissions and free space", file=sys.stderr)
         code = EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("groupact: interrupted", file=sys.stderr)

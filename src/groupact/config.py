@@ -136,6 +136,61 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# --- reading YAML, bounded ---------------------------------------------------------------------
+
+#: a config or plan file is small; these bound what a hostile or broken one can cost
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000     # values after aliases are expanded ("billion laughs" is 10⁹)
+MAX_YAML_DEPTH = 50
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting a user's value in an error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _expanded_size(obj: Any, depth: int, memo: dict[int, int], where: str) -> int:
+    """How many values ``obj`` holds once YAML aliases are expanded (shared nodes counted each
+    time they are used, but computed once: linear in the file, however large the expansion)."""
+    if depth > MAX_YAML_DEPTH:
+        raise ConfigError(f"{where} nests deeper than {MAX_YAML_DEPTH} levels; flatten it")
+    if not isinstance(obj, (dict, list)):
+        return 1
+    key = id(obj)
+    if key not in memo:
+        children = list(obj.keys()) + list(obj.values()) if isinstance(obj, dict) else obj
+        total = 1
+        for child in children:
+            total += _expanded_size(child, depth + 1, memo, where)
+            if total > MAX_YAML_NODES:
+                break
+        memo[key] = total
+    return memo[key]
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` (no tags, no code) with bounded size, expansion and depth, so a file
+    built to exhaust memory or the stack is refused in milliseconds with one line."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where} is {len(text):,} characters; a config or plan is at most "
+                          f"{MAX_YAML_BYTES:,}: is it the right file?")
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where} nests deeper than {MAX_YAML_DEPTH} levels; flatten it") \
+            from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{where} is not valid YAML{at}: {first[:120]}") from None
+    if _expanded_size(data, 0, {}, where) > MAX_YAML_NODES:
+        raise ConfigError(f"{where} expands to more than {MAX_YAML_NODES:,} values (YAML "
+                          "aliases repeated many times); write the values out plainly")
+    return data
+
+
 # --- building from dicts, strictly ----------------------------------------------------------
 
 def _field_types(cls) -> dict[str, Any]:
@@ -166,18 +221,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{where}' takes a list, e.g. [1, 2]; got {value!r}")
+            raise ConfigError(f"config key '{where}' takes a list, e.g. [1, 2]; got {shown(value)}")
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"config key '{where}' takes true or false; got {value!r}")
+        raise ConfigError(f"config key '{where}' takes true or false; got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"config key '{where}' takes a whole number; got {value!r}")
+        raise ConfigError(f"config key '{where}' takes a whole number; got {shown(value)}")
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -189,13 +244,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 pass
         if number is not None:
             if not math.isfinite(number):
-                raise ConfigError(f"config key '{where}' takes a finite number; got {value!r}")
+                raise ConfigError(f"config key '{where}' takes a finite number; got "
+                                  f"{shown(value)}")
             return number
-        raise ConfigError(f"config key '{where}' takes a number; got {value!r}")
+        raise ConfigError(f"config key '{where}' takes a number; got {shown(value)}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"config key '{where}' takes text; got {value!r}")
+        raise ConfigError(f"config key '{where}' takes text; got {shown(value)}")
     return value
 
 
@@ -204,17 +260,17 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or 'root'}' must be a mapping; "
-                          f"got {data!r}")
+                          f"got {shown(data)}")
     fields = _field_types(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise unknown_key(str(key), prefix, sorted(fields))
+            raise unknown_key(str(key)[:60], prefix, sorted(fields))
         tp = fields[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config section '{prefix}{key}' must be a mapping of keys; "
-                                  f"got {value!r}")
+                                  f"got {shown(value)}")
             kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
@@ -232,15 +288,17 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def parse_override(text: str) -> dict[str, Any]:
     """``"train.epochs=5"`` → ``{"train": {"epochs": 5}}`` (the value is read as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set takes key=value, e.g. --set train.epochs=5; got {text!r}")
+        raise ConfigError(f"--set takes key=value, e.g. --set train.epochs=5; got {shown(text)}")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set: bad key {key!r}; use dotted keys like train.epochs")
+        raise ConfigError(f"--set: bad key {shown(key)}; use dotted keys like train.epochs")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw, f"--set {key}") if raw.strip() else None
+    except ConfigError:
+        if len(raw) > MAX_YAML_BYTES or raw.count("[") + raw.count("{") > MAX_YAML_DEPTH:
+            raise
+        value = raw  # not YAML: the text itself (the key's type check decides)
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")
@@ -262,9 +320,12 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     """A bundled recipe by name, or a YAML file by path, as a dict."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a recipe file; give a recipe name (see "
+                              "`groupact info`) or a .yaml file")
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
-        text = path.read_text()
+        text = read_text_file(path, "recipe file")
     else:
         res = resources.files("groupact") / "recipes" / f"{name_or_path}.yaml"
         if not res.is_file():
@@ -273,14 +334,69 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
             raise ConfigError(f"unknown recipe '{name_or_path}'{hint} (see `groupact info`, or "
                               "give a path to a .yaml file)")
         text = res.read_text()
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {name_or_path} is not valid YAML: "
-                          f"{str(e).splitlines()[0]}") from None
+    data = load_yaml(text, f"recipe {name_or_path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {name_or_path} must be a YAML mapping")
     return data
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A small text file's contents, or a one-line error (too big, not text, unreadable)."""
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {path} is {path.stat().st_size:,} bytes; a config or plan "
+                              f"is at most {MAX_YAML_BYTES:,}: is it the right file?")
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not text (UTF-8); give a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def check_ranges(cfg: Config) -> None:
+    """Ranges a type check cannot see (sizes, counts, probabilities), refused before a run
+    writes anything; each message names the key and what it takes."""
+    d, g, m, lo, e = cfg.data, cfg.group, cfg.model, cfg.loss, cfg.eval
+    checks = [
+        *[(v is None or v >= 1, f"data.{k} must be 1 or more (or null for the dataset's "
+           f"default); got {v}") for k, v in (("n_train", d.n_train), ("n_val", d.n_val),
+                                               ("n_test", d.n_test), ("n_items", d.n_items))],
+        (d.size is None or 1 <= d.size <= 4096, f"data.size must be 1..4096 pixels; got {d.size}"),
+        (d.channels in (None, 1, 3), f"data.channels must be 1 or 3 (or null); got {d.channels}"),
+        (0.0 <= d.block_prob <= 1.0, f"data.block_prob must lie in [0, 1]; got {d.block_prob}"),
+        (d.block_size >= 1, f"data.block_size must be 1 or more; got {d.block_size}"),
+        (d.n_poses >= 1, f"data.n_poses must be 1 or more; got {d.n_poses}"),
+        (d.split_seed >= 0, f"data.split_seed must be 0 or more; got {d.split_seed}"),
+        (g.n >= 1, f"group.n must be 1 or more; got {g.n}"),
+        (g.size >= 1, f"group.size must be 1 or more; got {g.size}"),
+        (g.unit >= 1, f"group.unit must be 1 or more pixels; got {g.unit}"),
+        (g.a_max >= 1.0, f"group.a_max must be 1 or more (a lies in [1/a_max, a_max]); got "
+         f"{g.a_max}"),
+        (g.b_max >= 0.0, f"group.b_max must be 0 or more; got {g.b_max}"),
+        (m.channels >= 1, f"model.channels must be 1 or more; got {m.channels}"),
+        (all(w >= 1 for w in m.widths), f"model.widths must all be 1 or more; got {m.widths}"),
+        (m.latent_dim >= 1, f"model.latent_dim must be 1 or more; got {m.latent_dim}"),
+        (m.fibre >= 1, f"model.fibre must be 1 or more; got {m.fibre}"),
+        (0.0 < m.mask.tau < 1.0, f"model.mask.tau must lie in (0, 1); got {m.mask.tau}"),
+        (m.mask.init_std >= 0.0, f"model.mask.init_std must be 0 or more; got "
+         f"{m.mask.init_std}"),
+        (0.0 <= m.mask.variant_fraction <= 1.0,
+         f"model.mask.variant_fraction must lie in [0, 1]; got {m.mask.variant_fraction}"),
+        (m.mask.freeze_epochs >= 0, f"model.mask.freeze_epochs must be 0 or more; got "
+         f"{m.mask.freeze_epochs}"),
+        (m.mask.variant is None or all(0 <= c < m.channels for c in m.mask.variant),
+         f"model.mask.variant must list channels 0..{m.channels - 1}; got "
+         f"{shown(m.mask.variant)}"),
+        (min(lo.recon, lo.inv, lo.const) >= 0.0, "loss.recon, loss.inv and loss.const must be 0 "
+         f"or more; got {lo.recon}, {lo.inv}, {lo.const}"),
+        (e.n_pairs is None or e.n_pairs >= 1, f"eval.n_pairs must be 1 or more (or null); got "
+         f"{e.n_pairs}"),
+        (e.probe_steps >= 0, f"eval.probe_steps must be 0 or more; got {e.probe_steps}"),
+        (e.probe_l2 >= 0.0, f"eval.probe_l2 must be 0 or more; got {e.probe_l2}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def load_config(recipe: str | dict[str, Any], overrides: list[str] | None = None) -> Config:

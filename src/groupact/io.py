@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from groupact.errors import CheckpointError
+from groupact.errors import CheckpointError, GroupactError
 
 #: bumped when the checkpoint layout changes; newer files are refused with a clear message.
 #: 2: mid-epoch position (batch, epoch generator state, partial sums), last epoch record, best epoch
@@ -57,8 +59,13 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     file gets the permissions a plain ``open`` would give (mkstemp's are owner-only).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise GroupactError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -66,9 +73,27 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
         _fsync(tmp)  # the data is on disk before the name points at it (power cuts)
         os.replace(tmp, path)
         _fsync(path.parent)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, e: OSError) -> GroupactError:
+    """A failed write as one line that names the cause (full disk, permissions, a file in the
+    way) and the fix; the old file, if any, is untouched."""
+    fixes = {errno.ENOSPC: "the disk is full; free space and run again",
+             errno.EDQUOT: "the disk quota is exceeded; free space and run again",
+             errno.EACCES: "no permission to write there; choose a writable folder",
+             errno.EPERM: "no permission to write there; choose a writable folder",
+             errno.EROFS: "the file system is read-only; choose a writable folder",
+             errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+             errno.EEXIST: "a part of the path is a file, not a folder; choose another path",
+             errno.EISDIR: "it is a folder; give a file name"}
+    why = fixes.get(e.errno, f"{e.strerror or type(e).__name__}; check the path")
+    return GroupactError(f"cannot write {path}: {why}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -139,6 +164,127 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def make_folder(path: Path) -> bool:
+    """Create ``path`` (and parents); True if this call created it. One-line errors for a file
+    in the way or a folder that cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GroupactError(f"{path} is a file, not a folder; choose another path")
+    try:
+        path.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        if not path.is_dir():
+            raise GroupactError(f"{path} is a file, not a folder; choose another path") from None
+        return False
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+#: the lock file groupact keeps inside a folder it is writing (a run folder, a results folder)
+LOCK_NAME = ".groupact.lock"
+
+
+class FolderLock:
+    """An exclusive ``fcntl.flock`` on ``FOLDER/.groupact.lock``, held while a command writes
+    the folder.
+
+    The kernel drops the lock when its process dies, however it dies, so a stale lock (SIGKILL,
+    power cut) never blocks the next command; the pid inside is only for the message. The file
+    is left in place after release: unlinking a lock file races with the next locker.
+    """
+
+    def __init__(self, folder: Path, what: str = "folder"):
+        self.folder, self.what = Path(folder), what
+        self._fd: int | None = None
+
+    def acquire(self, record: bool = True) -> "FolderLock":
+        """Take the lock (``record``: write this pid into the file, for the next one's message)."""
+        path = self.folder / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise write_error(path, e) from None
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): no lock, as before
+            pass
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise GroupactError(f"{self.what} {self.folder} is in use by process {holder} "
+                                "(another groupact command is writing it); wait for it to "
+                                "finish or stop it, or choose another folder") from None
+        if record:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def check_free(folder: Path, what: str = "folder") -> None:
+        """Refuse now, without creating anything, if another process holds ``folder``'s lock."""
+        if (Path(folder) / LOCK_NAME).is_file():
+            FolderLock(folder, what).acquire(record=False).release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *_exc) -> None:
+        self.release()
+
+
+#: marker inside a folder being built aside (so only folders groupact made are ever cleared)
+PARTIAL_MARK = ".groupact-partial"
+
+
+def partial_name(target: Path) -> Path:
+    """Where a folder is built before it is renamed to ``target``: a hidden sibling."""
+    target = Path(target)
+    return target.parent / f".{target.name}.groupact-partial"
+
+
+@contextmanager
+def folder_built_aside(target: Path) -> Iterator[Path]:
+    """Build a whole folder next to ``target`` and rename it into place only when it is complete.
+
+    A kill mid-build leaves ``target`` as it was (absent, or the old folder) and a hidden
+    ``.NAME.groupact-partial`` that the next build clears (it carries a marker, so a user's
+    folder of that name is never touched). An old ``target`` is swapped out and removed only
+    after the new one is complete. Yields the folder to write into.
+    """
+    target = Path(target)
+    part = partial_name(target)
+    make_folder(target.parent)
+    if part.exists():
+        if not (part / PARTIAL_MARK).is_file():
+            raise GroupactError(f"{part} is in the way and was not made by groupact; move it")
+        shutil.rmtree(part)
+    make_folder(part)
+    (part / PARTIAL_MARK).write_text("a folder groupact is building; safe to delete\n")
+    try:
+        yield part
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    (part / PARTIAL_MARK).unlink()
+    old = target.parent / f".{target.name}.groupact-old"
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(part, target)
+    _fsync(target.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically, stamped with the format version."""
     state = {"format": CHECKPOINT_FORMAT, **state}
@@ -160,7 +306,8 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
 def write_checksums(folder: Path, name: str = "SHA256SUMS") -> Path:
     """``folder/SHA256SUMS`` for every file below it (``sha256sum -c`` format), sorted paths."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and p.name not in (name, PARTIAL_MARK))
     lines = [f"{file_digest(p)}  {p.relative_to(folder).as_posix()}" for p in files]
     atomic_write_text(folder / name, "\n".join(lines) + "\n")
     return folder / name
@@ -189,6 +336,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:  # the file is fine as far as we know; reading it is not
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}; check its "
+                              "permissions and the disk") from None
     except Exception as e:  # truncated zip, pickle garbage, wrong file type
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
                               f"({type(e).__name__}); retrain or restore it from a backup") from None

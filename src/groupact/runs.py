@@ -8,17 +8,18 @@ A run folder holds everything needed to trust and reuse a result: ``config.yaml`
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from groupact.build import model_from_config
-from groupact.config import Config, from_dict
+from groupact.config import Config, from_dict, load_yaml, read_text_file
 from groupact.errors import CheckpointError, ConfigError
-from groupact.io import atomic_copy, load_checkpoint, save_checkpoint
+from groupact.io import (LOCK_NAME, TEMP_GLOB, FolderLock, atomic_copy, folder_built_aside,
+                         load_checkpoint, save_checkpoint)
 from groupact.model import GroupActionAutoencoder
 
 
@@ -58,6 +59,52 @@ class RunPaths:
         return self.root / "eval"
 
 
+#: what groupact itself writes at the top of a run folder (train, evaluate, reproduce), and in
+#: its checkpoints/; ``--overwrite`` deletes a folder only when it holds nothing else
+RUN_ENTRIES = frozenset({"config.yaml", "data.json", "metrics.jsonl", "checkpoints", "eval",
+                         "reproduce.json", "reproduce.log", LOCK_NAME, ".groupact-overwritten",
+                         ".eval.groupact-partial", ".eval.groupact-old"})
+CHECKPOINT_ENTRIES = frozenset({"best.pt", "last.pt"})
+#: what `groupact evaluate` writes into its output folder
+EVAL_ENTRIES = frozenset({"metrics.json", "summary.md", "figures"})
+
+
+def foreign_entries(root: Path) -> list[str]:
+    """Names in a folder that groupact did not write there (so no command may delete them)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = [p.name for p in root.iterdir()
+           if p.name not in RUN_ENTRIES and not fnmatch.fnmatch(p.name, TEMP_GLOB)]
+    for sub, names in (("checkpoints", CHECKPOINT_ENTRIES), ("eval", EVAL_ENTRIES)):
+        folder = root / sub
+        if folder.exists() and not folder.is_dir():
+            out.append(f"{sub} (a file)")
+        elif folder.is_dir():
+            out += [f"{sub}/{p.name}" for p in folder.iterdir()
+                    if p.name not in names and not fnmatch.fnmatch(p.name, TEMP_GLOB)]
+    return sorted(out)
+
+
+def claim_eval_folder(paths: RunPaths, out: Path) -> FolderLock:
+    """Check that ``out`` may be replaced by a new evaluation, and lock the run folder when
+    ``out`` lies inside it (two evaluations, or a training, would interleave there)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file; give a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in EVAL_ENTRIES
+                         and not fnmatch.fnmatch(p.name, TEMP_GLOB))
+        if foreign:
+            raise CheckpointError(f"{out} holds files `groupact evaluate` did not write "
+                                  f"({', '.join(foreign[:3])}); an evaluation replaces its "
+                                  "folder whole, so give an empty or new --out")
+    lock = FolderLock(paths.root, "run folder")
+    if out.resolve().parent == paths.root.resolve():
+        lock.acquire()
+    return lock
+
+
 @dataclass
 class LoadedRun:
     cfg: Config
@@ -82,8 +129,9 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir} is not a groupact run folder (no config.yaml); "
                               "give the folder `groupact train` wrote")
     try:
-        return from_dict(Config, yaml.safe_load(paths.config.read_text()))
-    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as e:
+        return from_dict(Config, load_yaml(read_text_file(paths.config, "run config"),
+                                           str(paths.config)))
+    except ConfigError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{paths.config} is unreadable: {first}") from None
 
@@ -181,11 +229,19 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     Keeps config.yaml, data.json, metrics.jsonl and the best checkpoint's weights (no optimiser
     state, RNG or partial sums: about a third of the size), for shipping trained models.
     """
+    from groupact.io import write_checksums
+
     run = load_run(run_dir)   # every check `evaluate` makes, before anything is written
-    dst = RunPaths(Path(out_dir))
-    dst.checkpoints.mkdir(parents=True, exist_ok=True)
-    for f in (run.paths.config, run.paths.data, run.paths.metrics):
-        if f.is_file():
-            atomic_copy(f, dst.root / f.name)
-    save_checkpoint(dst.best, {k: run.checkpoint[k] for k in EXPORT_KEYS if k in run.checkpoint})
-    return dst.root
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CheckpointError(f"{out_dir} exists and is not an empty folder; choose another "
+                              "folder or delete it")
+    with folder_built_aside(out_dir) as part:  # a kill leaves no half export under OUT_DIR
+        dst = RunPaths(part)
+        for f in (run.paths.config, run.paths.data, run.paths.metrics):
+            if f.is_file():
+                atomic_copy(f, dst.root / f.name)
+        save_checkpoint(dst.best, {k: run.checkpoint[k] for k in EXPORT_KEYS
+                                   if k in run.checkpoint})
+        write_checksums(part)
+    return out_dir

@@ -26,18 +26,20 @@ import torch
 from torch import Tensor
 
 from groupact.build import group_from_config, model_from_config
-from groupact.config import Config, TrainConfig, from_dict, load_config, merge, parse_override, \
-    save_config
+from groupact.config import Config, TrainConfig, check_ranges, from_dict, load_config, merge, \
+    parse_override, save_config
 from groupact.data import PairBatch, PairSource, Splits, TensorSet, build_pair_source, load_data
 from groupact.distributed import Comm
 from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
-from groupact.io import (append_jsonl, atomic_copy, atomic_write_json, load_checkpoint, read_jsonl,
-                         remove_stale_temps, save_checkpoint, write_jsonl)
+from groupact.io import (LOCK_NAME, FolderLock, append_jsonl, atomic_copy, atomic_write_json,
+                         load_checkpoint, make_folder, read_jsonl, remove_stale_temps,
+                         save_checkpoint, write_jsonl)
 from groupact.losses import LossWeights, get_loss
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
-from groupact.runs import RunPaths, check_net_version, config_differences, read_run_config
+from groupact.runs import RunPaths, check_net_version, config_differences, foreign_entries, \
+    read_run_config
 
 __all__ = ["RunPaths", "TIMING_KEYS", "RESUMABLE_KEYS", "Trainer", "train_run", "resume_config",
            "check_resume_config", "history", "resolve_device", "epoch_generator", "fixed_pairs",
@@ -52,8 +54,9 @@ RESUMABLE_KEYS = frozenset({
     "train.checkpoint_every", "eval.n_pairs", "eval.probe_steps", "eval.probe_l2", "eval.figures"})
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda, then mps, then cpu; anything else is passed to torch (checked)."""
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``auto`` → cuda, then mps, then cpu; anything else is passed to torch, and refused with
+    the real cause (unknown name, no such GPU) before any checkpoint is read."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -62,10 +65,21 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise GroupactError(f"unknown train.device '{name}'; use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GroupactError("train.device=cuda but no CUDA GPU is visible; use train.device=cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise GroupactError(f"unknown {key} '{str(name)[:40]}'; use auto, cpu, cuda, cuda:N or "
+                            "mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GroupactError(f"{key}={name} but no CUDA GPU is visible on this machine; use "
+                                f"{key}=cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise GroupactError(f"{key}={name} but this machine has "
+                                f"{torch.cuda.device_count()} GPU(s); use cuda:0 or cpu")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise GroupactError(f"{key}=mps but no Apple GPU (MPS) is available; use {key}=cpu")
+    elif dev.type != "cpu":
+        raise GroupactError(f"{key}={name} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return dev
 
 
@@ -136,6 +150,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, splits: Splits | None = None,
                  log: Callable[[str], None] = print, comm: Comm | None = None):
         check_train_config(cfg.train)
+        check_ranges(cfg)
         self.comm = comm if comm is not None else Comm()
         self.cfg, self.paths = cfg, RunPaths(Path(run_dir))
         self.log = log if self.comm.is_main else _quiet
@@ -163,6 +178,8 @@ class Trainer:
         self._gen: torch.Generator | None = None
         self._resume_gen_state: Tensor | None = None
         self._saved_step: int | None = None
+        #: called once, after the first checkpoint is written (clears an overwritten run)
+        self.on_first_save: Callable[[], None] | None = None
         # stopping
         self._stop_signal: int | None = None
         self._stop_now = False
@@ -236,10 +253,31 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
     def save(self) -> None:
-        """Write ``last.pt`` (rank 0 only), where training stands now."""
+        """Write ``last.pt`` (rank 0 only), where training stands now; never non-finite weights.
+
+        The loss check in :meth:`train_step` sees a NaN loss before its step; a finite loss can
+        still step the weights to inf/NaN (the last step of an epoch, say), so the weights are
+        checked here too, and a poisoned state is refused instead of overwriting a good file.
+        """
+        bad = [name for name, t in self.model.state_dict().items()
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            self._diverged(f"the weights became non-finite ({bad[0]}) at step {self.step}",
+                           self.step)
         if self.comm.is_main:
             save_checkpoint(self.paths.last, self.state())
         self._saved_step = self.step
+        if self.on_first_save is not None:
+            hook, self.on_first_save = self.on_first_save, None
+            hook()
+
+    def _diverged(self, what: str, step: int) -> None:
+        """Stop training with a message that says truly which checkpoint is left."""
+        epoch = max(step - 1, 0) // self.steps_per_epoch + 1
+        kept = (f"the last good checkpoint {self.paths.last} (step {self._saved_step}) is kept"
+                if self._saved_step is not None else "no checkpoint was written")
+        raise GroupactError(f"{what} (epoch {epoch}); training stopped and {kept}; "
+                            "try a lower train.lr")
 
     def repair_run_folder(self) -> None:
         """Make the folder agree with the checkpoint being resumed (rank 0, before training).
@@ -293,11 +331,8 @@ class Trainer:
             values = self.comm.all_reduce_sum(vec).tolist()
             stats, stop_now = dict(zip(stats, values[:-1])), values[-1] > 0
         if not math.isfinite(stats["loss"]):
-            kept = (f"the last good checkpoint {self.paths.last} (step {self._saved_step}) is kept"
-                    if self._saved_step is not None else "no checkpoint was written yet")
-            raise GroupactError(f"the loss became {stats['loss']} at step {self.step + 1} "
-                                f"(epoch {self.epoch + 1}); training stopped and {kept}; try a "
-                                "lower train.lr")
+            self._diverged(f"the loss became {stats['loss']} at step {self.step + 1}",
+                           self.step + 1)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.comm.all_reduce_grads(self.model.parameters())
@@ -392,6 +427,10 @@ class Trainer:
         """Validate, then checkpoint, refresh best.pt and log, in that order (see repair)."""
         self.epoch += 1
         val_stats = self.validate()
+        if not math.isfinite(val_stats["val_loss"]):
+            self.epoch -= 1
+            self._diverged(f"the validation loss became {val_stats['val_loss']} after step "
+                           f"{self.step}", self.step)
         record = {"epoch": self.epoch, "step": self.step, "seconds": round(seconds, 3),
                   "pairs_per_s": round(len(self.splits.train) / max(seconds, 1e-9), 1),
                   "lr": self.opt.param_groups[0]["lr"], **train_stats, **val_stats,
@@ -535,12 +574,88 @@ def _resume_state(paths: RunPaths, cfg: Config) -> dict[str, Any] | None:
     return state
 
 
-def _check_fresh(paths: RunPaths, overwrite: bool) -> None:
+#: inside a run folder being overwritten: the old run, kept until the new one's first checkpoint
+TRASH = ".groupact-overwritten"
+
+
+def _check_fresh(paths: RunPaths, overwrite: bool, locked: bool = False) -> None:
+    """Refuse a fresh run where it would mix with, or wrongly delete, what is there (or where
+    another process is writing, unless this one holds the lock: ``locked``)."""
     if paths.root.exists() and not paths.root.is_dir():
         raise GroupactError(f"run folder {paths.root} is a file; give another --run-dir")
-    if paths.root.is_dir() and any(paths.root.iterdir()) and not overwrite:
+    if not locked:
+        FolderLock.check_free(paths.root, "run folder")
+    there = [p for p in paths.root.iterdir() if p.name != LOCK_NAME] if paths.root.is_dir() else []
+    if not there:
+        return
+    if not overwrite:
         raise GroupactError(f"run folder {paths.root} already exists; use --resume to "
                             "continue it, --overwrite to start again, or --run-dir")
+    foreign = foreign_entries(paths.root)
+    if foreign or not (paths.config.is_file() or (paths.root / TRASH).is_dir()):
+        what = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "") if foreign \
+            else "no config.yaml"
+        raise GroupactError(f"--overwrite refused: {paths.root} is not a groupact run folder "
+                            f"({what}); --overwrite only replaces runs groupact wrote, so move "
+                            "your files or give another --run-dir")
+
+
+class _Claim:
+    """Rank 0's hold on a run folder: its lock, whether this process made the folder, and an
+    overwritten run set aside in ``TRASH`` until the new run has its first checkpoint."""
+
+    def __init__(self, paths: RunPaths):
+        self.paths, self.lock, self.created, self.trash = paths, None, False, None
+        self.had_lock_file = False
+
+    def take(self, fresh: bool, overwrite: bool) -> None:
+        self.created = make_folder(self.paths.root)
+        self.had_lock_file = (self.paths.root / LOCK_NAME).exists()
+        self.lock = FolderLock(self.paths.root, "run folder").acquire()
+        if not fresh:
+            return
+        _check_fresh(self.paths, overwrite, locked=True)  # again, under the lock
+        trash = self.paths.root / TRASH
+        ours = [p for p in self.paths.root.iterdir() if p.name not in (LOCK_NAME, TRASH)]
+        if trash.is_dir():  # an earlier --overwrite died before its first checkpoint
+            for p in ours:  # that attempt's files; the run it set aside stays in TRASH
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        elif ours:
+            trash.mkdir()
+            for p in ours:
+                p.rename(trash / p.name)
+        self.trash = trash if trash.is_dir() else None
+
+    def clear_trash(self) -> None:
+        """The new run has a checkpoint: the overwritten one may go."""
+        if self.trash is not None:
+            shutil.rmtree(self.trash, ignore_errors=True)
+            self.trash = None
+
+    def undo(self) -> None:
+        """A fresh run failed before its first checkpoint: put the folder back as it was."""
+        root = self.paths.root
+        for p in root.iterdir():
+            if p.name not in (LOCK_NAME, TRASH):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if self.trash is not None:
+            for p in self.trash.iterdir():
+                p.rename(root / p.name)
+            self.trash.rmdir()
+            self.trash = None
+        self.release()
+        if not self.had_lock_file:  # the folder as it was, lock file included
+            (root / LOCK_NAME).unlink(missing_ok=True)
+        if self.created:
+            try:
+                root.rmdir()
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def train_run(cfg: Config, run_dir: str | Path, resume: bool = False,
@@ -548,30 +663,54 @@ def train_run(cfg: Config, run_dir: str | Path, resume: bool = False,
               comm: Comm | None = None) -> Trainer:
     """Train a recipe into ``run_dir`` (continuing it with ``resume``); returns the trainer.
 
-    Everything is checked (config, data, checkpoint) before the folder is touched: an
-    ``--overwrite`` whose new run fails to start leaves the old run in place. Check
-    ``trainer.stopped_by`` to see whether a signal stopped it.
+    Everything is checked (config, data, checkpoint) before the folder is touched, and the
+    folder is locked while training (a second process is refused). With ``overwrite`` the old
+    run is set aside, not deleted, until the new run has written its first checkpoint; a new
+    run that fails before that leaves the folder as it was (or no folder, if it made it).
+    Check ``trainer.stopped_by`` to see whether a signal stopped it.
     """
     comm = comm if comm is not None else Comm()
     paths = RunPaths(Path(run_dir))
+    claim = _Claim(paths)
     state = None
-    if resume:
-        state = comm.run_on_main(lambda: _resume_state(paths, cfg))
-    else:
-        comm.run_on_main(lambda: _check_fresh(paths, overwrite))
-    trainer = Trainer(cfg, run_dir, log=log, comm=comm)
-    if state is not None:
-        trainer.load_state(state)
-        comm.run_on_main(trainer.repair_run_folder)
-        trainer.log(f"resuming {run_dir} in epoch {trainer.epoch + 1} after batch "
-                    f"{trainer.batch}/{trainer.steps_per_epoch} (step {trainer.step})")
-    elif resume:
-        comm.run_on_main(trainer.repair_run_folder)  # stale temporary files, if any
-        trainer.log(f"{run_dir} was stopped before its first checkpoint; starting it again")
-    elif comm.is_main and paths.root.is_dir() and any(paths.root.iterdir()):
-        shutil.rmtree(paths.root)  # --overwrite, now that the new run is known to start
-    comm.barrier()
-    trainer.fit()
+    try:
+        if resume:
+            def locked_state():
+                if not paths.root.is_dir():
+                    raise CheckpointError(f"run folder {paths.root} does not exist; nothing to "
+                                          "resume")
+                read_run_config(paths.root)  # a run folder, before a lock file is put in it
+                claim.take(fresh=False, overwrite=False)
+                return _resume_state(paths, cfg)
+            state = comm.run_on_main(locked_state)
+        else:
+            comm.run_on_main(lambda: _check_fresh(paths, overwrite))
+        trainer = Trainer(cfg, run_dir, log=log, comm=comm)
+        if not resume:
+            comm.run_on_main(lambda: claim.take(fresh=True, overwrite=overwrite))
+        trainer.on_first_save = claim.clear_trash
+        if (paths.root / TRASH).is_dir() and claim.trash is None:
+            claim.trash = paths.root / TRASH  # resuming a run whose overwrite was cut short
+        if state is not None:
+            trainer.load_state(state)
+            comm.run_on_main(trainer.repair_run_folder)
+            trainer.log(f"resuming {run_dir} in epoch {trainer.epoch + 1} after batch "
+                        f"{trainer.batch}/{trainer.steps_per_epoch} (step {trainer.step})")
+        elif resume:
+            comm.run_on_main(trainer.repair_run_folder)  # stale temporary files, if any
+            trainer.log(f"{run_dir} was stopped before its first checkpoint; starting it again")
+        comm.barrier()
+    except BaseException:
+        claim.release()
+        raise
+    try:
+        trainer.fit()
+    except Exception:
+        if comm.is_main and not resume and trainer._saved_step is None and claim.lock:
+            claim.undo()
+        raise
+    finally:
+        claim.release()
     return trainer
 
 

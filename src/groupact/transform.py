@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ def _read_npy(path: Path) -> Tensor:
         raise DataError(f"input {path} does not exist")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path} as .npy: {e}") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read {path} as .npy: {str(e)[:120]}") from None
     return to_unit_float(arr, str(path))
 
 
@@ -61,25 +62,67 @@ def encode_png(images: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+#: the most elements `--orbit` draws (a strip of 361 tiles is already 10,000 pixels wide)
+MAX_ORBIT = 360
+
+#: what `transform --output` can write
+TRANSFORM_SUFFIXES = (".png", ".npy")
+
+
+def check_output(output: Path, inputs: list[Path], suffixes: tuple[str, ...]) -> None:
+    """Refuse an output path before any work: a suffix the writer does not honour, a folder,
+    or one of the command's own inputs (which it would overwrite)."""
+    if output.suffix.lower() not in suffixes:
+        raise GroupactError(f"--output {output}: this command writes {' or '.join(suffixes)} "
+                            f"files; give a name ending in {suffixes[0]}")
+    if output.is_dir():
+        raise GroupactError(f"--output {output} is a folder; give a file name")
+    for p in inputs:
+        if output.resolve() == p.resolve():
+            raise GroupactError(f"--output {output} is the input; give another file name")
+
+
+def parse_element(group, text: str) -> Tensor:
+    """``--g`` as a group element; NaN and inf are refused (they turn images black)."""
+    for part in str(text).split(","):
+        part = part.strip().split("=")[-1].removesuffix("deg").removesuffix("°")
+        try:
+            value = float(part)
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            raise GroupactError(f"--g takes finite numbers; got {text!r}")
+    try:
+        g = group.parse(text)
+    except (OverflowError, ValueError):
+        raise GroupactError(f"--g {text[:40]!r} is not an element of group '{group.name}'; "
+                            "see `groupact transform --help`") from None
+    if g.is_floating_point() and not bool(torch.isfinite(g).all()):
+        raise GroupactError(f"--g takes finite numbers; got {text!r}")
+    return g
+
+
 def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Path,
                    g: str | None = None, orbit: int | None = None) -> Tensor:
     """Write D(Φ_g(E x)) (or an orbit strip: input, then N elements) to ``output`` (PNG/.npy)."""
+    output = Path(output)
+    check_output(output, [Path(input_path)], TRANSFORM_SUFFIXES)
+    if orbit is not None and not 1 <= orbit <= MAX_ORBIT:
+        raise GroupactError(f"--orbit takes N from 1 to {MAX_ORBIT}; got {orbit}")
     run = load_run(run_dir)
     model, group = run.model, run.model.group
     x = read_input(input_path, run.input_shape)
     if orbit is not None:
-        if orbit < 1:
-            raise GroupactError("--orbit needs N ≥ 1")
         try:
             elems = group.orbit_elements(orbit)
         except NotImplementedError:
             elems = group.sample(orbit, torch.Generator().manual_seed(0))
-        out = model.transform(x.expand(elems.shape[0], *x.shape[1:]), elems)
-        out = torch.cat([x, out])
+        parts = [model.transform(x.expand(len(e), *x.shape[1:]), e)  # bounded memory
+                 for e in torch.split(elems, 64)]
+        out = torch.cat([x, *parts])
     else:
-        out = model.transform(x, group.parse(g))
-    output = Path(output)
-    if output.suffix == ".npy":
+        out = model.transform(x, parse_element(group, g))
+    if output.suffix.lower() == ".npy":
         import io
         buf = io.BytesIO()
         np.save(buf, out.squeeze(0).numpy() if orbit is None else out.numpy())
@@ -132,10 +175,11 @@ def features_file(run_dir: str | Path, input_path: str | Path, output: str | Pat
     """Write the (N, F) float32 features of the input images to ``output`` (.npy); ``readout``
     defaults to the run's ``model.readout``."""
     output = Path(output)
-    if output.suffix != ".npy":
-        raise GroupactError(f"features are written as .npy; got --output {output}")
+    check_output(output, [Path(input_path)], (".npy",))
     run = load_run(run_dir)
     x = read_batch(input_path, run.input_shape)
+    if len(x) == 0:
+        raise DataError(f"{input_path} holds no images; give at least one")
     feats = latent_features(run.model, x, readout or run.cfg.model.readout)
     import io
     buf = io.BytesIO()

@@ -85,11 +85,18 @@ def split_indices(n: int, n_train: int, n_val: int, n_test: int, seed: int) -> t
 
 
 def to_unit_float(images: Any, where: str) -> Tensor:
-    """uint8 0..255 or float 0..1 arrays → float32 tensor in [0, 1]; refuses NaN and bad ranges."""
+    """Pixel arrays → float32 tensor in [0, 1], the scale decided by dtype, never guessed.
+
+    uint8 is divided by 255 and uint16 (16-bit PNG/TIFF) by 65535; bool is 0/1; other integer
+    arrays must hold 0..1 or 0..255; floats must already lie in [0, 1] (a float image that is
+    slightly above 1 is an error, not a reason to divide by 255). NaN and inf are refused.
+    """
     arr = np.asarray(images)
     if arr.dtype.kind not in "biuf":  # text, complex, objects, dates: not pixel values
-        raise DataError(f"{where}: images have dtype {arr.dtype}; give uint8 0..255 or floats "
-                        "in [0, 1]")
+        raise DataError(f"{where}: images have dtype {arr.dtype}; give uint8 0..255, uint16 "
+                        "0..65535 or floats in [0, 1]")
+    if arr.dtype == np.uint16:
+        return torch.from_numpy(arr.astype(np.float32)) / 65535.0
     t = torch.from_numpy(np.array(arr, copy=True))
     if t.dtype == torch.uint8:
         return t.to(torch.float32) / 255.0
@@ -106,12 +113,11 @@ def to_unit_float(images: Any, where: str) -> Tensor:
     if not torch.isfinite(t).all():
         raise DataError(f"{where}: images contain NaN or infinite values")
     if t.numel() and (t.min() < -1e-6 or t.max() > 1 + 1e-6):
-        if t.min() >= 0 and t.max() <= 255:
-            return t / 255.0
-        return _bad_range(t, where)
+        return _bad_range(t, where, floats=True)
     return t.clamp(0, 1)
 
 
-def _bad_range(t: Tensor, where: str) -> Tensor:
+def _bad_range(t: Tensor, where: str, floats: bool = False) -> Tensor:
+    hint = "; divide by the maximum (e.g. 255) first" if floats and float(t.min()) >= 0 else ""
     raise DataError(f"{where}: image values span [{float(t.min()):g}, {float(t.max()):g}]; "
-                    "give uint8 0..255 or floats in [0, 1]")
+                    f"give uint8 0..255, uint16 0..65535 or floats in [0, 1]{hint}")

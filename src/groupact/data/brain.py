@@ -77,12 +77,13 @@ def load_brain_folder(path: str | Path, size: int = 32, *, val_fraction: float =
     if not 0 <= percentiles[0] < percentiles[1] <= 100:
         raise DataError(f"percentiles {percentiles} must satisfy 0 <= low < high <= 100")
     n = len(files)
-    n_test = int(round(n * test_fraction))
-    n_val = int(round(n * val_fraction))
+    # a split asked for (fraction > 0) gets at least one volume: an empty one breaks training late
+    n_test = max(1, int(round(n * test_fraction))) if test_fraction > 0 else 0
+    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
     n_train = n - n_test - n_val
-    if n_train < 1 or min(n_test, n_val) < 0:
-        raise DataError(f"{n} volumes leave no training data with val_fraction={val_fraction} and "
-                        f"test_fraction={test_fraction}; add volumes or lower the fractions")
+    if n_train < 1:
+        raise DataError(f"brain folder {folder} holds {n} volume(s), too few for its train, "
+                        f"validation and test splits ({n_val + n_test + 1} or more); add volumes")
     labels, classes = _read_labels_csv(folder, files)
 
     volumes: list[Tensor] = []

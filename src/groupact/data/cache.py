@@ -115,11 +115,35 @@ def _read(path: Path, meta: str) -> dict[str, np.ndarray] | None:
         return None
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_orphan_temps(path: Path) -> list[Path]:
+    """Temporary files of ``path`` left by writers that were killed (their pid is in the name:
+    ``.STEM.PID.RANDOM.tmp``); a live writer's file is left alone (the cache is shared)."""
+    removed = []
+    for p in path.parent.glob(f".{path.stem}.*.tmp"):
+        parts = p.name[len(path.stem) + 2:].split(".")
+        if parts and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def _write(path: Path, arrays: dict[str, np.ndarray], meta: str) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        remove_orphan_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays, **{_META: np.frombuffer(meta.encode(), np.uint8)})
             f.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,21 +53,21 @@ def _labels(labels: np.ndarray | None, n: int, where: str) -> Tensor | None:
         raise DataError(f"{where}: {n} images but {labels.shape[0]} labels")
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{where}: 'labels' must be integers; got {labels.dtype}")
+    if n and (labels.min() < 0 or labels.max() >= n):
+        raise DataError(f"{where}: 'labels' must be class numbers 0..K-1 (fewer than the "
+                        f"{n} images); they span [{labels.min()}, {labels.max()}]")
     return torch.from_numpy(labels.astype(np.int64))
 
 
 def _split(x: Tensor, y: Tensor | None, n_train, n_val, n_test, seed, info) -> Splits:
     n = x.shape[0]
-    if n_train is None and n_val is None and n_test is None:
-        n_val, n_test = max(1, n // 6), max(1, n // 6)
-        n_train = n - n_val - n_test
-    else:
-        n_val = n_val if n_val is not None else 0
-        n_test = n_test if n_test is not None else 0
-        n_train = n_train if n_train is not None else n - n_val - n_test
-    n_train, n_val, n_test = min(n_train, n), min(n_val, n), min(n_test, n)
+    n_val = n_val if n_val is not None else max(1, n // 6)   # unset sizes: the defaults
+    n_test = n_test if n_test is not None else max(1, n // 6)
+    n_train = n_train if n_train is not None else n - n_val - n_test
     if n_train <= 0 or n_val <= 0 or n_test <= 0:
-        raise DataError(f"{info['source']}: {n} images is too few for train/val/test splits")
+        raise DataError(f"{info['source']}: {n} images is too few for train/val/test splits "
+                        f"({n_train}/{n_val}/{n_test}); add images or set data.n_train, "
+                        "data.n_val and data.n_test")
     tr, va, te = split_indices(n, n_train, n_val, n_test, seed)
 
     def part(i):
@@ -87,8 +89,9 @@ def load_npz(path: str | Path, size=None, channels=None, n_train=None, n_val=Non
                 raise DataError(f"{path} has no 'images' array (it has: {', '.join(f.files)})")
             images = f["images"]
             labels = f["labels"] if "labels" in f.files else None
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path} as .npz: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path} as .npz ({type(e).__name__}: {str(e)[:80]}); is it "
+                        "truncated? save it again with numpy.savez") from None
     where = str(path)
     x = fit_images(_as_nchw(images, where), size, channels, where)
     y = _labels(labels, x.shape[0], where)
@@ -99,8 +102,6 @@ def load_npz(path: str | Path, size=None, channels=None, n_train=None, n_val=Non
 def load_folder(path: str | Path, size=None, channels=None, n_train=None, n_val=None,
                 n_test=None, seed: int = 0) -> Splits:
     """A folder of images; sub-folders, if any, are the classes (sorted names → 0, 1, …)."""
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path or "")
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; give data.path=FOLDER of "
@@ -109,24 +110,23 @@ def load_folder(path: str | Path, size=None, channels=None, n_train=None, n_val=
     if not files:
         raise DataError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files")
     classes = sorted({p.parent.relative_to(root).as_posix() for p in files})
-    arrays = []
-    for p in files:  # decoding files is inherently per file; the maths after is batched
-        try:
-            with Image.open(p) as im:
-                mode = "L" if (channels or 0) == 1 or im.mode in ("L", "1", "I", "I;16") else "RGB"
-                arrays.append(np.array(im.convert(mode)))
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot read image {p}: {e}") from None
-    shapes = {a.shape for a in arrays}
+    decoded = [decode_image(p) for p in files]  # decoding is per file; the maths after is batched
+    if channels is None:  # one channel count for all: colour if any file is colour
+        channels = 3 if any(a.ndim == 3 for a in decoded) else 1
+    shapes = {a.shape[:2] for a in decoded}
     if len(shapes) > 1 and size is None:
         raise DataError(f"images in {root} differ in size ({sorted(shapes)[:3]}…); set data.size "
                         "to resize them all")
-    if len(shapes) > 1:
-        tensors = [fit_images(_as_nchw(a[None], str(root)), size, channels, str(root))
-                   for a in arrays]
-        x = torch.cat(tensors)
-    else:
-        x = fit_images(_as_nchw(np.stack(arrays), str(root)), size, channels, str(root))
+    groups: dict[tuple, list[int]] = {}  # files of one size and dtype go through as one batch
+    for i, a in enumerate(decoded):
+        groups.setdefault((a.shape, a.dtype.str), []).append(i)
+    x = None
+    for idx in groups.values():
+        part = fit_images(_as_nchw(np.stack([decoded[i] for i in idx]), str(root)), size,
+                          channels, str(root))
+        if x is None:
+            x = part.new_empty((len(files), *part.shape[1:]))
+        x[idx] = part
     y = None
     if len(classes) > 1:
         index = {c: i for i, c in enumerate(classes)}
@@ -136,16 +136,44 @@ def load_folder(path: str | Path, size=None, channels=None, n_train=None, n_val=
                    "classes": classes if y is not None else None})
 
 
-def read_image(path: str | Path, channels: int) -> Tensor:
-    """One image file as a (1, C, H, W) float tensor in [0, 1] (for `groupact transform`)."""
+def decode_image(path: Path) -> np.ndarray:
+    """One image file as (H, W) grey or (H, W, 3) colour, uint8 or uint16 (16-bit PNG/TIFF
+    keep their depth), or a DataError: unreadable, or so large it would exhaust memory."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    arr = np.array(im)
+                    if arr.dtype.kind == "f" or arr.min() < 0 or arr.max() > 65535:
+                        raise DataError(f"cannot read image {path}: mode {im.mode} pixels are not "
+                                        "0..65535; save it as an 8- or 16-bit image")
+                    return arr.astype(np.uint16)
+                grey = im.mode in ("L", "1", "LA", "P") and _palette_is_grey(im)
+                return np.array(im.convert("L" if grey else "RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"image {path} is too large to decode safely (over "
+                        f"{Image.MAX_IMAGE_PIXELS:,} pixels); resize it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path}: {str(e)[:100]}") from None
+
+
+def _palette_is_grey(im) -> bool:
+    """A palette image whose colours are all grey reads as grey; other modes as they are."""
+    if im.mode != "P":
+        return True
+    pal = im.getpalette() or []
+    return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+
+
+def read_image(path: str | Path, channels: int) -> Tensor:
+    """One image file as a (1, C, H, W) float tensor in [0, 1] (for `groupact transform`)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an image; give an image file")
     if not path.is_file():
         raise DataError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            arr = np.array(im.convert("L" if channels == 1 else "RGB"))  # a writable copy
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
-    return _as_nchw(arr[None], str(path))
+    arr = decode_image(path)
+    return fit_images(_as_nchw(arr[None], str(path)), None, channels, str(path))

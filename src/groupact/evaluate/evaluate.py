@@ -20,10 +20,10 @@ from groupact.evaluate import figures
 from groupact.evaluate.metrics import dice, mse_per_image, psnr, ssim
 from groupact.evaluate.probe import probe_accuracy, split_features
 from groupact.evaluate.views3d import looks_binary
-from groupact.io import atomic_write_json, atomic_write_text, read_jsonl
+from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
 from groupact.model import GroupActionAutoencoder
-from groupact.runs import load_run
-from groupact.train import batches, fixed_pairs
+from groupact.runs import claim_eval_folder, load_run
+from groupact.train import batches, fixed_pairs, resolve_device
 
 EVAL_BATCH = 256
 
@@ -290,10 +290,24 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                  device: str = "cpu", log: Callable[[str], None] = print,
                  figures_on: bool | None = None) -> dict[str, Any]:
-    """Evaluate a trained run with the fixed protocol; writes RUN_DIR/eval/metrics.json."""
+    """Evaluate a trained run with the fixed protocol; writes RUN_DIR/eval/metrics.json.
+
+    The output folder is built aside and renamed into place whole (see
+    :func:`groupact.io.folder_built_aside`): a kill leaves the previous evaluation as it was.
+    """
+    device = str(resolve_device(device, "--device"))
     run = load_run(run_dir, device=device)
-    cfg, model = run.cfg, run.model
     out = Path(out_dir) if out_dir else run.paths.eval
+    lock = claim_eval_folder(run.paths, out)
+    try:
+        return _evaluate(run, out, device, log, figures_on)
+    finally:
+        lock.release()
+
+
+def _evaluate(run, out: Path, device: str, log: Callable[[str], None],
+              figures_on: bool | None) -> dict[str, Any]:
+    cfg, model, run_dir = run.cfg, run.model, run.paths.root
     splits = load_data(cfg.data)
     if splits.fingerprint() != run.checkpoint.get("data_fingerprint"):
         raise CheckpointError(f"the data for {run_dir} differs from the data it was trained on "
@@ -314,11 +328,12 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
     metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
                           cfg.eval.probe_l2, random_model))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
-    if do_figs:
-        metrics["figures"] = make_figures(model, source, splits, pairs, cfg, out / "figures",
-                                          run.paths.root)
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "summary.md", summary_markdown(metrics))
+    with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
+        if do_figs:
+            metrics["figures"] = make_figures(model, source, splits, pairs, cfg, part / "figures",
+                                              run.paths.root)
+        atomic_write_json(part / "metrics.json", metrics)
+        atomic_write_text(part / "summary.md", summary_markdown(metrics))
     log(f"wrote {out / 'metrics.json'}")
     return metrics
 

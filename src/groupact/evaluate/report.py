@@ -28,7 +28,15 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no eval/metrics.json; run `groupact evaluate "
                               f"{run_dir}` first")
-    return json.loads(path.read_text())
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}); run `groupact "
+                              f"evaluate {run_dir}` again") from None
+    if not isinstance(m, dict):
+        raise CheckpointError(f"{path} is not a metrics object; run `groupact evaluate "
+                              f"{run_dir}` again")
+    return m
 
 
 def _cell(v: Any, digits: int) -> str:

@@ -25,10 +25,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from groupact.config import Config, load_config, parse_override, unknown_key
+from groupact.config import Config, check_ranges, load_config, load_yaml, parse_override, \
+    read_text_file, shown, unknown_key
 from groupact.errors import ConfigError
+
+#: bounds on a plan's size: a typo like ``seeds: 100000000`` is an error, not a hang
+MAX_SEEDS = 1000
+MAX_RUNS = 10_000
 
 #: config keys the runner sets for every run; a plan that sets them would be silently overruled
 RUNNER_KEYS = ("train.seed", "train.threads", "train.progress", "eval.figures")
@@ -141,7 +144,7 @@ class Plan:
             for name in self.names():
                 for dataset in self.datasets_of(name):
                     try:
-                        self.config(dataset, name, budget, 0)
+                        check_ranges(self.config(dataset, name, budget, 0))
                     except ConfigError as e:
                         raise ConfigError(f"{self.source}: {dataset}/{name} (budget {budget}): "
                                           f"{e}") from None
@@ -158,7 +161,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"plan key '{where}' must be a mapping; got {value!r}")
+        raise ConfigError(f"plan key '{where}' must be a mapping; got {shown(value)}")
     return {str(k): v for k, v in value.items()}
 
 
@@ -173,7 +176,7 @@ def _text(value: Any, where: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ConfigError(f"plan key '{where}' takes text; got {value!r}")
+        raise ConfigError(f"plan key '{where}' takes text; got {shown(value)}")
     return " ".join(value.split())
 
 
@@ -183,11 +186,12 @@ def _overrides(value: Any, where: str) -> list[str]:
         return []
     if not isinstance(value, list):
         raise ConfigError(f"plan key '{where}' takes a list of key=value overrides, e.g. "
-                          f"[train.epochs=5]; got {value!r}")
+                          f"[train.epochs=5]; got {shown(value)}")
     out = []
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise ConfigError(f"plan key '{where}[{i}]' must be a key=value text; got {item!r}")
+            raise ConfigError(f"plan key '{where}[{i}]' must be a key=value text; got "
+                              f"{shown(item)}")
         try:
             parse_override(item)
         except ConfigError as e:
@@ -203,7 +207,7 @@ def _overrides(value: Any, where: str) -> list[str]:
 
 def _names(value: Any, valid: list[str], where: str, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"plan key '{where}' takes a list of {what} names; got {value!r}")
+        raise ConfigError(f"plan key '{where}' takes a list of {what} names; got {shown(value)}")
     for v in value:
         if v not in valid:
             raise ConfigError(f"plan key '{where}' names unknown {what} '{v}'{_hint(v, valid)}")
@@ -227,7 +231,8 @@ def _method(value: Any, datasets: list[str], where: str, ablation: bool) -> Meth
     _keys(data, valid, f"{where}.")
     probe_only = data.get("probe_only", False)
     if not isinstance(probe_only, bool):
-        raise ConfigError(f"plan key '{where}.probe_only' takes true or false; got {probe_only!r}")
+        raise ConfigError(f"plan key '{where}.probe_only' takes true or false; got "
+                          f"{shown(probe_only)}")
     runs_on = None
     if "datasets" in data:
         runs_on = _names(data["datasets"], datasets, f"{where}.datasets", "dataset")
@@ -245,13 +250,13 @@ def _budget(value: Any, datasets: list[str], runs: list[str], where: str) -> Bud
     data = _mapping(value, where)
     _keys(data, ["description", "seeds", "figures", "all", "datasets", "methods"], f"{where}.")
     seeds = data.get("seeds", 3)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ConfigError(f"plan key '{where}.seeds' takes a whole number of at least 1; "
-                          f"got {seeds!r}")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"plan key '{where}.seeds' takes a whole number from 1 to {MAX_SEEDS}; "
+                          f"got {shown(seeds)}")
     figures = data.get("figures", "first_seed")
     if figures not in FIGURE_POLICIES:
         raise ConfigError(f"plan key '{where}.figures' is one of {', '.join(FIGURE_POLICIES)}; "
-                          f"got {figures!r}")
+                          f"got {shown(figures)}")
     methods = _mapping(data.get("methods"), f"{where}.methods")
     for name in methods:
         if name not in runs:
@@ -317,13 +322,8 @@ def load_plan(path: str | Path | None = None, check: bool = True) -> Plan:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"plan file {p} does not exist")
-        text, source = p.read_text(), str(p)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{source} is not valid YAML{at}: {str(e).splitlines()[0]}") from None
+        text, source = read_text_file(p, "plan file"), str(p)
+    data = load_yaml(text, source)
     plan = parse_plan(data, source)
     if check:
         plan.check()

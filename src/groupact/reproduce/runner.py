@@ -40,13 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from groupact.config import Config, save_config
+from groupact.config import Config, load_yaml, read_text_file, save_config
 from groupact.errors import CheckpointError, ConfigError
-from groupact.io import atomic_write_json, read_json_object
-from groupact.reproduce.plan import Plan, load_plan
-from groupact.runs import RunPaths, config_differences, with_defaults
+from groupact.io import FolderLock, atomic_write_json, make_folder, read_json_object
+from groupact.reproduce.plan import MAX_RUNS, MAX_SEEDS, Plan, load_plan
+from groupact.runs import RunPaths, config_differences, foreign_entries, with_defaults
 
 #: config keys that do not change what a run computes: a saved run differing only in these is
 #: still the plan's run (the recipe's prose, and how/where it ran)
@@ -158,8 +156,11 @@ def expand_plan(plan: Plan, budget: str, out: Path, datasets: list[str] | None =
     else:
         names = _select(methods, plan.names(), "method or ablation")
     n_seeds = b.seeds if seeds is None else seeds
-    if n_seeds < 1:
-        raise ConfigError(f"--seeds must be 1 or more; got {n_seeds}")
+    if not 1 <= n_seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds must be 1 to {MAX_SEEDS}; got {n_seeds}")
+    if len(ds) * len(names) * n_seeds > MAX_RUNS:
+        raise ConfigError(f"the selection asks for {len(ds) * len(names) * n_seeds:,} runs, more "
+                          f"than {MAX_RUNS:,}; choose fewer --seeds, --datasets or --methods")
     runs = []
     for d in ds:
         for name in names:
@@ -188,8 +189,8 @@ def saved_differences(spec: RunSpec, planned: dict[str, Any]) -> list[tuple[str,
     """How the run folder's config.yaml differs from the plan's (IGNORED_KEYS aside)."""
     path = RunPaths(spec.run_dir).config
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        saved = load_yaml(read_text_file(path, "run config"), str(path))
+    except ConfigError:
         return [("config.yaml", "unreadable", "the plan's")]
     if not isinstance(saved, dict):
         return [("config.yaml", "not a mapping", "the plan's")]
@@ -232,7 +233,14 @@ def inspect_runs(runs: list[RunSpec], overwrite_changed: bool = False,
             f"({key} is {theirs!r} there, {ours!r} in the plan); pass --overwrite-changed to "
             "retrain them, delete those folders, or use another --out")
     for spec, _ in changed:
+        foreign = foreign_entries(spec.run_dir)
+        if foreign:
+            raise CheckpointError(f"{spec.run_dir} holds files groupact did not write "
+                                  f"({', '.join(foreign[:3])}); --overwrite-changed deletes only "
+                                  "run folders: move those files first")
+    for spec, _ in changed:
         if delete:
+            FolderLock.check_free(spec.run_dir, "run folder")
             shutil.rmtree(spec.run_dir)
         spec.action = "new"
     return runs
@@ -557,8 +565,6 @@ def reproduce(budget: str = "quick", datasets: list[str] | None = None,
               command: str = "groupact reproduce",
               say: Callable[[str], None] | None = None) -> ReproduceResult:
     """Expand the plan, train/resume what is missing, write the tables; see the module doc."""
-    from groupact.reproduce.tables import write_tables
-
     say = say or (lambda s: print(s, flush=True))
     t_start = time.monotonic()
     out = Path(out)
@@ -567,6 +573,24 @@ def reproduce(budget: str = "quick", datasets: list[str] | None = None,
     jobs = jobs if jobs is not None else max(1, min(2, os.cpu_count() or 1))
     if jobs < 1:
         raise ConfigError(f"--jobs must be 1 or more; got {jobs}")
+    lock = None
+    if not dry_run:  # one `reproduce` at a time per results folder
+        make_folder(out)
+        lock = FolderLock(out, "results folder").acquire()
+    try:
+        return _reproduce(runs, plan, out, budget, jobs, overwrite_changed, dry_run,
+                          reevaluate, command, say, t_start)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _reproduce(runs: list[RunSpec], plan: Plan, out: Path, budget: str, jobs: int,
+               overwrite_changed: bool, dry_run: bool, reevaluate: bool, command: str,
+               say: Callable[[str], None], t_start: float) -> ReproduceResult:
+    """:func:`reproduce` once the results folder is locked."""
+    from groupact.reproduce.tables import write_tables
+
     inspect_runs(runs, overwrite_changed=overwrite_changed, delete=not dry_run,
                  reevaluate=reevaluate)
     counts = {a: sum(r.action == a for r in runs) for a in ("new", "resume", "reuse",
