@@ -82,6 +82,7 @@ class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [32])
     latent_dim: int = 24
     fibre: int = 2
+    frequencies: int = 8           # steerable-polar: angular frequencies K per ring (fibre 2K+1)
     init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
     readout: str = "invariant"     # features offered downstream: invariant | z | zi | zv
     mask: MaskConfig = field(default_factory=MaskConfig)
