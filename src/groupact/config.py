@@ -262,7 +262,9 @@ def recipe_names() -> list[str]:
 def read_recipe(name_or_path: str) -> dict[str, Any]:
     """A bundled recipe by name, or a YAML file by path, as a dict."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # is_file, not exists: a run folder named like the recipe (`--run-dir rotmnist-so2`) in the
+    # working directory must not shadow the bundled recipe
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
         text = path.read_text()
