@@ -73,3 +73,10 @@ def test_so2_recipes_build_the_steerable_model(recipe):
     assert model.latent_shape == (8, 10, 17)
     x = torch.rand(2, 1, 28, 28, generator=GEN)
     assert model(x, SO2().sample(2, GEN)).shape == x.shape
+
+
+def test_steerable_invariants_are_unchanged_by_every_turn():
+    act = SteerableAction(SO2())
+    z = torch.randn(6, 4, 5, 17, generator=GEN)
+    theta = SO2().sample(6, GEN)
+    assert torch.allclose(act.invariants(act(z, theta)), act.invariants(z), atol=1e-4)
