@@ -63,3 +63,10 @@ def test_every_recipe_builds_a_working_model(name):
         y = model(x, g)
     assert y.shape == x.shape and torch.isfinite(y).all()
     assert 0 <= float(y.min()) and float(y.max()) <= 1
+
+
+def test_a_folder_named_like_a_recipe_does_not_shadow_it(tmp_path, monkeypatch):
+    """`groupact train rotmnist-so2 --run-dir rotmnist-so2`, then the same command again."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rotmnist-so2").mkdir()
+    assert load_config("rotmnist-so2").name == "rotmnist-so2"

@@ -43,7 +43,8 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...],
     group = group or group_from_config(cfg)
     mc = cfg.model
     spec = NetSpec(tuple(input_shape), channels=mc.channels, widths=tuple(mc.widths),
-                   latent_dim=mc.latent_dim, fibre=mc.fibre)
+                   latent_dim=mc.latent_dim, fibre=mc.fibre,
+                   frequencies=mc.frequencies)
     torch.manual_seed(cfg.train.seed)
     entry = net_entry(mc.net)
     encoder, decoder = entry.build(spec)

@@ -82,6 +82,7 @@ class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [32])
     latent_dim: int = 24
     fibre: int = 2
+    frequencies: int = 8           # steerable-polar: angular frequencies K per ring (fibre 2K+1)
     init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
     readout: str = "invariant"     # features offered downstream: invariant | z | zi | zv
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -319,7 +320,9 @@ def recipe_names() -> list[str]:
 def read_recipe(name_or_path: str) -> dict[str, Any]:
     """A bundled recipe by name, or a YAML file by path, as a dict."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # is_file, not exists: a run folder named like the recipe (`--run-dir rotmnist-so2`) in the
+    # working directory must not shadow the bundled recipe
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if path.is_dir():
             raise ConfigError(f"{path} is a folder, not a recipe file; give a recipe name (see "
                               "`groupact info`) or a .yaml file")

@@ -26,6 +26,8 @@ class Group(ABC):
     spatial_dims: int = 2
     #: the size k of the k×k matrix representation used by :class:`MatrixAction` (0 = none)
     matrix_dim: int = 0
+    #: True when ρ(g) is orthogonal, ρ(g)ᵀ = ρ(g⁻¹) (rotations; not the affine contrast group)
+    matrix_orthogonal: bool = True
 
     # --- elements -------------------------------------------------------------------------
     @abstractmethod

@@ -140,6 +140,10 @@ class SO2(Group):
         """C_8: eighth turns (exact on the latent up to bilinear resampling)."""
         return self.orbit_elements(8, device)
 
+    def angle(self, g: Tensor) -> Tensor:
+        """The turn of each element in radians (the element itself), as for C_n."""
+        return g.to(torch.float32)
+
     def act_image(self, x, g):
         self.check_input(x)
         return rotate_images(x, g.to(x.device))

@@ -3,6 +3,9 @@
 from groupact.latent.actions import (ACTIONS, AffineAction, LatentAction, MatrixAction,
                                      SpatialAction, build_action)
 from groupact.latent.masks import ALDMask, AllVariantMask, ChannelMask, FixedMask
+from groupact.latent.steerable import SteerableAction
+
+ACTIONS["steerable"] = SteerableAction
 
 __all__ = ["ACTIONS", "ALDMask", "AffineAction", "AllVariantMask", "ChannelMask", "FixedMask",
-           "LatentAction", "MatrixAction", "SpatialAction", "build_action"]
+           "LatentAction", "MatrixAction", "SpatialAction", "SteerableAction", "build_action"]

@@ -100,7 +100,7 @@ class AffineAction(LatentAction):
     """
 
     def check_fibre(self, fibre):
-        if self.group.matrix_dim != 2:
+        if self.group.matrix_dim != 2 or not _is_affine(self.group):
             raise ConfigError(f"action.kind=affine needs a 1-D affine group (contrast); got "
                               f"'{self.group.name}'")
 
@@ -115,6 +115,14 @@ class AffineAction(LatentAction):
         flat = z.flatten(1)
         centred = flat - flat.mean(1, keepdim=True)
         return centred / centred.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-8)
+
+
+def _is_affine(group: Group) -> bool:
+    """ρ(g) = [[a, b], [0, 1]] on sampled elements: a 2×2 rotation group (SO(2), C_n) is not
+    one, and ρ₀₀·z + ρ₀₁ = cos θ·z − sin θ would not even be an action."""
+    rho = group.matrix(group.sample(16, torch.Generator().manual_seed(0)))
+    last = torch.tensor([0.0, 1.0]).to(rho)
+    return bool(torch.allclose(rho[:, 1], last.expand(rho.shape[0], 2), atol=1e-6))
 
 
 ACTIONS: dict[str, type[LatentAction]] = {

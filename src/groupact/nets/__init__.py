@@ -17,6 +17,7 @@ from torch import nn
 from groupact.errors import ConfigError
 from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead, VectorTail,
                                 VolumeToMap, conv_decoder, conv_encoder)
+from groupact.nets.steerable import steerable_pair
 
 
 @dataclass
@@ -28,6 +29,7 @@ class NetSpec:
     widths: tuple[int, ...] = (32,)
     latent_dim: int = 24
     fibre: int = 2
+    frequencies: int = 8
 
 
 Builder = Callable[[NetSpec], tuple[nn.Module, nn.Module]]
@@ -137,6 +139,17 @@ def _conv2d_volume(spec: NetSpec):
     return enc, dec
 
 
+def _steerable_polar(spec: NetSpec):
+    if len(spec.input_shape) != 3 or spec.input_shape[1] != spec.input_shape[2]:
+        raise ConfigError(f"net 'steerable-polar' takes square images (C, S, S); the data has "
+                          f"shape {spec.input_shape}")
+    try:
+        return steerable_pair(spec.input_shape[0], spec.input_shape[1], spec.channels,
+                              spec.widths, spec.frequencies)
+    except ValueError as e:
+        raise ConfigError(f"net 'steerable-polar': {e} (lower model.frequencies)") from None
+
+
 NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, description) pair)
     "authors-mnist": NetEntry(_authors_mnist, "the paper's MNIST net as published: conv 1→32→64 "
                               "(4×4, stride 2, LeakyReLU after each), 64×7×7 latent, mirrored "
@@ -151,6 +164,9 @@ NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, descripti
     "conv3d-vector": (_conv3d_vector, "Conv3d encoder + FC to a vector latent of k-vector fibres"),
     "conv2d-volume": (_conv2d_volume, "conv encoder whose latent is C small 3D volumes "
                                       "(SO(3) on pictures of 3D objects)"),
+    "steerable-polar": (_steerable_polar, "SO(2)-steerable: polar sampling, wrap-around convs, "
+                                          "C channels × rings × 2K+1 angular Fourier "
+                                          "coefficients (action.kind=steerable)"),
 }
 
 
