@@ -320,9 +320,10 @@ def recipe_names() -> list[str]:
 def read_recipe(name_or_path: str) -> dict[str, Any]:
     """A bundled recipe by name, or a YAML file by path, as a dict."""
     path = Path(name_or_path)
-    # is_file, not exists: a run folder named like the recipe (`--run-dir rotmnist-so2`) in the
-    # working directory must not shadow the bundled recipe
-    if path.suffix in (".yaml", ".yml") or path.is_file():
+    # a run folder named like a bundled recipe (`--run-dir rotmnist-so2`) in the working
+    # directory must not shadow that recipe; any other folder is a mistake worth naming
+    bundled = name_or_path in recipe_names()
+    if path.suffix in (".yaml", ".yml") or path.is_file() or (path.is_dir() and not bundled):
         if path.is_dir():
             raise ConfigError(f"{path} is a folder, not a recipe file; give a recipe name (see "
                               "`groupact info`) or a .yaml file")
