@@ -7,8 +7,9 @@ pre-activations overshoot far negative, the sigmoid saturates (gradient ≈ 0), 
 predicts black images from then on: test PSNR stays at ≈9.8 dB (the all-zeros answer) for good.
 
 This script trains each recipe for a few epochs over many seeds, as shipped and with one change
-applied from outside (groupact's source is not modified): the decoder's last layer bias set to
-logit(mean training pixel), so the untrained model already outputs the data's mean intensity.
+applied with `groupact.nets.init_output_bias` (the `model.init_output_bias` switch): the decoder's
+last bias set to the output squashing's inverse of the mean training pixel (logit for a sigmoid,
+atanh(2·mean − 1) for Tanh), so the untrained model already outputs the data's mean intensity.
 
     python benchmarks/collapse.py          # 8 seeds × 3 epochs × 2 recipes × 2 variants
     python benchmarks/collapse.py --seeds 16 --epochs 4 --recipes rotmnist-c4-fast
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from groupact.config import load_config
+from groupact.nets import init_output_bias
 from groupact.train import Trainer
 
 from epoch_curve import test_psnr_per_epoch
@@ -35,20 +35,11 @@ from epoch_curve import test_psnr_per_epoch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def init_output_bias(model: nn.Module, mean: float) -> None:
-    """Set the bias of the decoder's last conv/linear layer to logit(mean)."""
-    last = [m for m in model.decoder.modules()
-            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-                              nn.Linear)) and m.bias is not None][-1]
-    with torch.no_grad():
-        last.bias.fill_(math.log(mean / (1 - mean)))
-
-
 def run(recipe: str, seed: int, epochs: int, bias_init: bool, overrides=()) -> list[float]:
     cfg = load_config(recipe, ["train.progress=false", f"train.seed={seed}", *overrides])
     tr = Trainer(cfg, tempfile.mkdtemp(prefix="collapse-"), log=lambda *_: None)
     if bias_init:
-        init_output_bias(tr.model, float(tr.splits.train.images.mean()))
+        init_output_bias(tr.model.decoder, float(tr.splits.train.images.mean()))
     return test_psnr_per_epoch(tr, epochs, 500)
 
 

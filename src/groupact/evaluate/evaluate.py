@@ -6,6 +6,7 @@ so every method sees the same pairs and the do-nothing answer x̂2 = x1 has a fi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from groupact.build import model_from_config
 from groupact.data import TransformPairs, build_pair_source, load_data
 from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate import figures
@@ -124,17 +126,12 @@ def orbit_pooled(model: GroupActionAutoencoder, x: Tensor, elements: Tensor) -> 
 
 def untrained_copy(model: GroupActionAutoencoder, cfg, input_shape, seed: int
                    ) -> GroupActionAutoencoder:
-    """The same architecture at a fresh random start (the random-encoder baseline)."""
-    from groupact.build import model_from_config
-
+    """The same architecture at a fresh random start (the random-encoder baseline); the global
+    RNG is left as it was."""
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
     with torch.random.fork_rng(devices=[]):
-        fresh = model_from_config(cfg_with_seed(cfg, seed), tuple(input_shape))
+        fresh = model_from_config(cfg, tuple(input_shape))
     return fresh.to(next(model.parameters()).device).eval()
-
-
-def cfg_with_seed(cfg, seed: int):
-    import dataclasses
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
 
 
 @torch.no_grad()
@@ -233,10 +230,11 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     except NotImplementedError:
         elems = group.sample(8, torch.Generator().manual_seed(0)).to(x0.device)
     xs = x0.expand(elems.shape[0], *x0.shape[1:])
+    orbit = None
     if isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
+        orbit = [("T_g x", group.act_image(xs, elems)), ("D(Φ_g E x)", model(xs, elems))]
         p = fig_dir / "orbit.png"
-        figures.orbit_strip(group.act_image(xs, elems), model(xs, elems),
-                            short_labels(group, elems), p,
+        figures.orbit_strip(orbit[0][1], orbit[1][1], short_labels(group, elems), p,
                             f"{name}: one test image through the group, true vs through latent")
         written.append(p.name)
 
@@ -249,11 +247,10 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
                                   f"{name}: x1, T_g x1, D(Φ_g(E x1)) ({how}; g as axis d,h,w "
                                   "and angle)", binary)
         written.append(p.name)
-        if isinstance(source, TransformPairs):
+        if orbit is not None:
             p = fig_dir / "orbit_3d.png"
-            figures.whole_volume_grid([("T_g x", group.act_image(xs, elems)),
-                                       ("D(Φ_g E x)", model(xs, elems))], group.describe(elems),
-                                      p, f"{name}: one test volume through the group ({how})",
+            figures.whole_volume_grid(orbit, group.describe(elems), p,
+                                      f"{name}: one test volume through the group ({how})",
                                       binary)
             written.append(p.name)
 
