@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
     e.add_argument("--no-figures", action="store_true")
+    e.add_argument("--heldout", metavar="NAMES",
+                   help="brain3d runs on the generated population: test on deformed copies of "
+                        "these other real brains instead (comma-separated: colin27, itk-t1; "
+                        "`apt-get install mricron-data insighttoolkit5-examples`); writes "
+                        "RUN_DIR/eval-heldout unless --out")
     e.add_argument("--device", default="cpu")
 
     x = sub.add_parser("transform", help="transform an image through the latent space",
@@ -167,8 +172,9 @@ def _train(args, comm) -> int:
 def cmd_evaluate(args) -> int:
     from groupact.evaluate.evaluate import evaluate_run
 
+    heldout = [n.strip() for n in args.heldout.split(",") if n.strip()] if args.heldout else None
     m = evaluate_run(args.run_dir, args.out, device=args.device,
-                     figures_on=False if args.no_figures else None)
+                     figures_on=False if args.no_figures else None, heldout=heldout)
     print(f"test PSNR {m['psnr']:.2f} dB (do nothing {m['psnr_identity']:.2f}), "
           f"SSIM {m['ssim']:.3f}")
     return 0

@@ -39,6 +39,7 @@ class DataConfig:
     n_items: int | None = None     # generated datasets: how many subjects/shapes/planes
     n_poses: int = 100             # planes: rendered poses per plane
     cache_dir: str | None = None   # generated datasets: cache folder (default ~/.cache/groupact)
+    heldout: list[str] | None = None  # brain3d: real brains whose deformed copies are the test split
 
 
 @dataclass

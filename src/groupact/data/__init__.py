@@ -44,9 +44,12 @@ def _counts(c: DataConfig) -> dict[str, int]:
 def _brain3d(c: DataConfig) -> Splits:
     from groupact.data.brain import load_brain3d_synthetic, load_brain_folder
     if c.path:
+        if c.heldout:
+            raise ConfigError("data.heldout replaces the test split of the generated population; "
+                              "with data.path, put the test brains in the folder instead")
         return load_brain_folder(c.path, size=c.size or 32, seed=c.split_seed)
     return load_brain3d_synthetic(size=c.size or 32, seed=c.split_seed, cache_dir=c.cache_dir,
-                                  **_counts(c))
+                                  heldout=c.heldout or (), **_counts(c))
 
 
 def _brain2d(c: DataConfig) -> Splits:

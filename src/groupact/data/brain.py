@@ -28,10 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
+from groupact.data.brains_real import (MATCH_PERCENTILE, REAL_BRAINS, ball_cube, load_real_brain,
+                                       real_brain_files)
 from groupact.data.cache import cached, generator_settings
+from groupact.data.nifti import NIFTI_SUFFIXES, import_nibabel, read_nifti
 from groupact.errors import DataError
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -63,7 +65,7 @@ def load_brain_folder(path: str | Path, size: int = 32, *, val_fraction: float =
     labels are numbered in sorted order and listed in ``info['classes']``). The split is a seeded
     permutation: ``test_fraction`` and ``val_fraction`` of the volumes (rounded), the rest train.
     """
-    nib = _import_nibabel()
+    nib = import_nibabel()
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DataError(f"brain folder {folder} does not exist; give data.path a folder of NIfTI "
@@ -95,7 +97,7 @@ def load_brain_folder(path: str | Path, size: int = 32, *, val_fraction: float =
             pending.clear()
 
     for f in files:
-        arr, zooms = _read_nifti(nib, f)
+        arr, zooms = read_nifti(nib, f)
         if pending and (pending[0][0].shape != arr.shape or pending[0][1] != zooms
                         or len(pending) >= batch):
             flush()
@@ -116,37 +118,6 @@ def load_brain_folder(path: str | Path, size: int = 32, *, val_fraction: float =
     if classes is not None:
         info["classes"] = classes
     return Splits(*sets, info=info)
-
-
-def _import_nibabel():
-    try:
-        import nibabel
-    except ImportError:
-        raise DataError("reading NIfTI volumes needs nibabel; pip install nibabel "
-                        "(or groupact[medical])") from None
-    return nibabel
-
-
-def _read_nifti(nib, f: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """One volume as float32 (D, H, W) = (I→S, A→P, L→R) and its voxel sizes in that order."""
-    try:
-        img = nib.as_closest_canonical(nib.load(str(f)))
-        arr = np.asarray(img.dataobj, dtype=np.float32)
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    except Exception as e:  # noqa: BLE001 - nibabel raises many kinds for a bad file
-        raise DataError(f"{f} is not a readable NIfTI volume ({type(e).__name__}: {e}); "
-                        "replace or remove it") from None
-    while arr.ndim > 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise DataError(f"{f} has shape {arr.shape}; each file must hold one 3D volume "
-                        "(split 4D series into one file per volume)")
-    if not np.isfinite(arr).all():
-        raise DataError(f"{f} contains NaN or infinite voxels; clean or remove it")
-    # RAS (x, y, z) → (z, y, x), then flip y: D = inferior→superior, H = anterior→posterior
-    arr = np.ascontiguousarray(arr.transpose(2, 1, 0)[:, ::-1, :])
-    zx, zy, zz = (z if z > 0 else 1.0 for z in zooms)
-    return arr, (zz, zy, zx)
 
 
 def _read_labels_csv(folder: Path, files: list[Path]) -> tuple[list[int] | None, list[str] | None]:
@@ -252,7 +223,7 @@ def _template_full() -> dict[str, Any]:
     """Full-resolution (1 mm) cube arrays: T1 and the lateral-ventricle mask (cached in memory)."""
     from scipy import ndimage
 
-    nib = _import_nibabel()
+    nib = import_nibabel()
     folder = template_dir()
     vol = {k: np.asarray(nib.load(str(folder / f)).dataobj) for k, f in TEMPLATE_FILES.items()}
     t1 = vol["t1"].astype(np.float32) / 255.0
@@ -274,21 +245,11 @@ def _template_full() -> dict[str, Any]:
     if len(pick) < 2 or sizes[pick - 1].min() < 1000:
         raise DataError(f"could not find the lateral ventricles in {folder}; reinstall nilearn")
     vent = np.isin(lab, pick)
-    # a cube around the brain whose inscribed ball holds every brain voxel: any rotation about the
-    # centre keeps the whole brain inside the volume (the brain is ellipsoidal, so this costs ~3%)
-    radius = float(np.sqrt(((nz - centre) ** 2).sum(1)).max())
-    side = int(max((hi - lo + 1).max(), math.ceil(2 * radius) + 1))
-
-    def to_cube(a: np.ndarray) -> np.ndarray:
-        out = np.zeros((side,) * 3, dtype=np.float32)
-        crop = a[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
-        off = [(side - s) // 2 for s in crop.shape]
-        out[off[0]:off[0] + crop.shape[0], off[1]:off[1] + crop.shape[1],
-            off[2]:off[2] + crop.shape[2]] = crop
-        # RAS (x, y, z) → (D, H, W) = (I→S, A→P, L→R)
-        return np.ascontiguousarray(out.transpose(2, 1, 0)[:, ::-1, :])
-
-    return {"t1": to_cube(t1), "vent": to_cube(vent.astype(np.float32)), "side_mm": float(side),
+    # a cube whose inscribed ball holds every brain voxel: any rotation about the centre keeps the
+    # whole brain inside the volume (the brain is ellipsoidal, so this costs ~3%)
+    t1_cube, vent_cube = (np.ascontiguousarray(c.transpose(2, 1, 0)[:, ::-1, :])  # RAS → (D, H, W)
+                          for c in ball_cube([t1, vent.astype(np.float32)], brain))
+    return {"t1": t1_cube, "vent": vent_cube, "side_mm": float(t1_cube.shape[0]),
             "ventricle_voxels": int(vent.sum()), "folder": str(folder)}
 
 
@@ -371,14 +332,17 @@ def _draw_subjects(n_split: Sequence[int], seed: int, s: dict[str, Any]) -> dict
 
 
 def _render(params: dict[str, Tensor], points: Tensor, size: int, s: dict[str, Any],
-            noise_seed: int) -> Tensor:
+            noise_seed: int, template: Tensor | None = None, side_mm: float | None = None) -> Tensor:
     """Every subject sampled at ``points`` (M, 3) (normalised x, y, z): (N, M) uint8.
 
-    All subjects in a chunk go through one grid_sample; chunks only bound memory.
+    ``template`` (size³, default the MNI152 one) is the brain every subject deforms, ``side_mm``
+    its cube's side. All subjects in a chunk go through one grid_sample; chunks only bound memory.
     """
-    template, _ = mni152_template(size)
+    if template is None:
+        template, _ = mni152_template(size)
+        side_mm = _template_full()["side_mm"]
     field = _enlarge_field(float(s["smooth_mm"]))
-    mm = 2.0 / _template_full()["side_mm"]  # normalised units per mm
+    mm = 2.0 / float(side_mm)  # normalised units per mm
     n, m = params["labels"].numel(), points.shape[0]
     out = torch.empty(n, m, dtype=torch.uint8)
     g = torch.Generator().manual_seed(noise_seed)
@@ -456,8 +420,14 @@ def _synthetic_info(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 def load_brain3d_synthetic(n_train: int = 480, n_val: int = 60, n_test: int = 60, size: int = 32,
                            seed: int = 0, *, cache_dir: str | Path | None = None,
-                           use_cache: bool = True, **generator: Any) -> Splits:
+                           use_cache: bool = True, heldout: Sequence[str] = (),
+                           heldout_root: str | Path = "/", **generator: Any) -> Splits:
     """"mni152-synthetic": a population of deformed MNI152 brains, (N, 1, size, size, size).
+
+    ``heldout`` (names in :data:`~groupact.data.brains_real.REAL_BRAINS`) replaces the test split by
+    ``n_test`` subjects deformed from those other real brains (installed by Debian packages under
+    ``heldout_root``): a test of brains the model never saw. The train and validation subjects do
+    not change.
 
     Not patient data — a stand-in so the 3D brain recipes run offline. Every subject is the MNI152
     2009a T1 template (the copy in the nilearn wheel, read with nibabel) cropped to the brain,
@@ -489,7 +459,52 @@ def load_brain3d_synthetic(n_train: int = 480, n_val: int = 60, n_test: int = 60
                 "subject": np.arange(sum(counts), dtype=np.int64)}
 
     arrays = cached(SYNTHETIC_NAME + "-3d", settings, make, cache_dir, enabled=use_cache)
-    return _make_splits(arrays, counts, 1, _synthetic_info("3d volumes", settings))
+    splits = _make_splits(arrays, counts, 1, _synthetic_info("3d volumes", settings))
+    if not heldout:
+        return splits
+    test, about = _heldout_subjects(heldout, n_test, size, seed, s, heldout_root, cache_dir,
+                                    use_cache)
+    info = {**splits.info, "test": "held-out real brains, deformed by the same generator "
+            "(no ventricle label: probes skip)", "heldout": about}
+    return Splits(splits.train, splits.val, test, info=info)
+
+
+def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dict[str, Any],
+                      root: str | Path, cache_dir: str | Path | None,
+                      use_cache: bool) -> tuple[TensorSet, dict[str, str]]:
+    """``n`` test subjects made from the named real brains (:mod:`groupact.data.brains_real`) in
+    turn, each warped, biased and noised by the population's generator (ventricles unchanged:
+    these subjects have no label). A loop over the few brains, each batched over its subjects."""
+    if n < 1:
+        raise DataError("data.heldout needs test subjects; set data.n_test >= 1")
+    names = list(dict.fromkeys(names))
+    files = [real_brain_files(name, root) for name in names]
+    reference = float(np.percentile(_template_full()["t1"][_template_full()["t1"] > 0],
+                                    MATCH_PERCENTILE))
+    settings = {"n": n, "size": size, "seed": seed, "heldout": names,
+                "files": [[str(p), p.stat().st_size] for pair in files for p in pair if p],
+                "reference": reference, **s}
+
+    def make() -> dict[str, np.ndarray]:
+        params = _draw_subjects((n,), seed + 7919, s)
+        params["enlarge"] = torch.zeros(n)
+        brain = torch.arange(n) % len(names)
+        out = torch.empty(n, size ** 3, dtype=torch.uint8)
+        points = _grid_points(_axis(size), size)
+        for k, (t1_path, mask_path) in enumerate(files):
+            cube = load_real_brain(t1_path, mask_path, reference)
+            t = F.interpolate(torch.from_numpy(cube)[None, None], size=(size,) * 3,
+                              mode="area")[0, 0].clamp(0, 1)
+            pick = (brain == k).nonzero()[:, 0]
+            sub = {key: v[pick] for key, v in params.items()}
+            out[pick] = _render(sub, points, size, s, seed + 7920 + k, t, float(cube.shape[0]))
+        return {"images": out.view(n, size, size, size).numpy(), "brain": brain.numpy()}
+
+    arrays = cached(SYNTHETIC_NAME + "-heldout", settings, make, cache_dir, enabled=use_cache)
+    images = to_unit_float(arrays["images"], "held-out brains")[:, None]
+    brain = torch.from_numpy(arrays["brain"].astype(np.int64))
+    about = {name: REAL_BRAINS[name].about for name in names}
+    return TensorSet(images, None, {"subject": torch.arange(n), "brain": brain}), about
 
 
 def ventricle_height(size: int) -> float:

@@ -286,35 +286,57 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
 
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                  device: str = "cpu", log: Callable[[str], None] = print,
-                 figures_on: bool | None = None) -> dict[str, Any]:
+                 figures_on: bool | None = None,
+                 heldout: list[str] | None = None) -> dict[str, Any]:
     """Evaluate a trained run with the fixed protocol; writes RUN_DIR/eval/metrics.json.
 
+    ``heldout`` (brain3d runs on the generated population): evaluate on test subjects made from
+    these other real brains instead of the run's test split (default folder RUN_DIR/eval-heldout).
     The output folder is built aside and renamed into place whole (see
     :func:`groupact.io.folder_built_aside`): a kill leaves the previous evaluation as it was.
     """
     device = str(resolve_device(device, "--device"))
     run = load_run(run_dir, device=device)
-    out = Path(out_dir) if out_dir else run.paths.eval
+    out = Path(out_dir) if out_dir else (run.paths.root / "eval-heldout" if heldout
+                                         else run.paths.eval)
+    splits = _checked_splits(run, heldout)
     lock = claim_eval_folder(run.paths, out)
     try:
-        return _evaluate(run, out, device, log, figures_on)
+        return _evaluate(run, splits, out, device, log, figures_on)
     finally:
         lock.release()
 
 
-def _evaluate(run, out: Path, device: str, log: Callable[[str], None],
-              figures_on: bool | None) -> dict[str, Any]:
-    cfg, model, run_dir = run.cfg, run.model, run.paths.root
+def _checked_splits(run, heldout: list[str] | None):
+    """The run's data, checked against the fingerprint it was trained on; with ``heldout`` its test
+    split replaced by subjects made from those real brains."""
+    cfg = run.cfg
+    if heldout and (cfg.data.kind != "brain3d" or cfg.data.path or cfg.data.heldout):
+        raise GroupactError("--heldout evaluates a brain3d run trained on the generated "
+                            f"population on other real brains; {run.paths.root} is "
+                            f"data.kind={cfg.data.kind}" + (" with data.path" if cfg.data.path
+                                                            else ""))
     splits = load_data(cfg.data)
     if splits.fingerprint() != run.checkpoint.get("data_fingerprint"):
-        raise CheckpointError(f"the data for {run_dir} differs from the data it was trained on "
-                              "(split fingerprint); check data.path and the package versions")
+        raise CheckpointError(f"the data for {run.paths.root} differs from the data it was trained "
+                              "on (split fingerprint); check data.path and the package versions")
+    if heldout:
+        other = load_data(dataclasses.replace(cfg.data, heldout=list(heldout)))
+        splits = type(splits)(splits.train, splits.val, other.test, info=other.info)
+    return splits
+
+
+def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
+              figures_on: bool | None) -> dict[str, Any]:
+    cfg, model, run_dir = run.cfg, run.model, run.paths.root
     for part in (splits.train, splits.val, splits.test):
         part.images = part.images.to(device)
     source = build_pair_source(cfg, model.group, splits)
     pairs = fixed_pairs(source, splits.test, cfg.eval.n_pairs, cfg.eval.seed, non_identity=True,
                         device=torch.device(device))
     metrics: dict[str, Any] = {"recipe": cfg.name, "dataset": splits.info.get("name"),
+                               "test_data": ("held-out real brains: " + ", ".join(splits.info["heldout"])
+                                             if splits.info.get("heldout") else "test split"),
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"]}
@@ -347,6 +369,8 @@ def summary_markdown(m: dict[str, Any]) -> str:
     """A short human-readable report of metrics.json."""
     lines = [f"# {m['recipe']}: evaluation", "",
              f"Data: {m['dataset']}" + (" (generated stand-in)" if m.get("stand_in_data") else "")
+             + (f"; tested on {m['test_data']}" if m.get("test_data", "test split") != "test split"
+                else "")
              + f"; group {m['group']}; {m['n_pairs']} fixed test pairs without the identity; "
              f"{m['epochs']} epochs, best validation loss at epoch {m['best_epoch']} (the model "
              "evaluated).", "",
