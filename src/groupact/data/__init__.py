@@ -66,6 +66,11 @@ def _adrenal3d(c: DataConfig) -> Splits:
                                   **_counts(c))
 
 
+def _parcels3d(c: DataConfig) -> Splits:
+    from groupact.data.parcels import load_parcels
+    return load_parcels(c.path, size=c.size or 28, seed=c.split_seed, cache_dir=c.cache_dir)
+
+
 def _planes(c: DataConfig) -> Splits:
     from groupact.data.planes import load_planes
     splits = load_planes(n_planes=c.n_items or 40, n_poses=c.n_poses, size=c.size or 64,
@@ -87,6 +92,9 @@ DATASETS: dict[str, tuple[Loader, str]] = {
                           "the mni152-synthetic stand-in"),
     "adrenal3d": (_adrenal3d, "adrenal masks 28³: data.path=adrenalmnist3d.npz (MedMNIST), else "
                               "'adrenal-synthetic' (generated shapes; stand-in)"),
+    "parcels3d": (_parcels3d, "binary 3D shapes 28³ of real anatomy: the parcels of the human brain "
+                              "atlases in Debian's mricron-data (not adrenal glands), or of "
+                              "data.path=FOLDER of label volumes"),
     "planes": (_planes, "planes in the sky 64×64 RGB: data.path=FOLDER of .obj meshes, else "
                         "'planes-synthetic' (procedural planes on procedural skies; stand-in)"),
 }
