@@ -239,3 +239,64 @@ def test_missing_packages_cli_says_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith("groupact: error:") and "apt-get install" in err[0]
+
+
+# --- the swap metric --------------------------------------------------------------------------
+class _Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def _stub_model(variant):
+    """An 'autoencoder' whose latent is the image itself, 3 channels of H×W maps, and a fixed
+    mask: the swap then mixes the images channel by channel."""
+    from groupact.groups import build_group
+    from groupact.latent import FixedMask, build_action
+    from groupact.model import GroupActionAutoencoder
+    g = build_group("c4")
+    return GroupActionAutoencoder(_Identity(), _Identity(), g, FixedMask(3, variant),
+                                  build_action("spatial", g))
+
+
+def test_swap_psnr_by_hand():
+    from groupact.evaluate.evaluate import swap_metrics
+    from groupact.evaluate.metrics import psnr
+    # two planes × 2 views, 8×8; plane 0 a red square, plane 1 a green one; 3 skies
+    rgba = torch.zeros(4, 4, 8, 8)
+    rgba[:2, 0, 2:5, 2:5] = 1
+    rgba[2:, 1, 3:7, 3:7] = 1
+    rgba[:2, 3, 2:5, 2:5] = 1
+    rgba[2:, 3, 3:7, 3:7] = 1
+    from groupact.data.base import TensorSet
+    skies = torch.stack([torch.full((3, 8, 8), v) for v in (0.2, 0.5, 0.8)])
+    split = TensorSet(rgba, torch.zeros(4, dtype=torch.int64), {
+        "pose": torch.eye(3).expand(4, 3, 3).clone(), "object": torch.tensor([0, 0, 1, 1]),
+        "view": torch.tensor([0, 1, 0, 1]), "skies": skies})
+    src = PosePairs()
+    a, b, sa, sb = src.swap_indices(split, 6, torch.Generator().manual_seed(0))
+    assert bool((split.extras["object"][a] != split.extras["object"][b]).all())
+    assert bool((sa != sb).all())
+    xa, xb, truth = src.swap_pairs(split, 6, torch.Generator().manual_seed(0))
+    # truth by hand: A's colour where A's alpha is 1, B's sky elsewhere
+    alpha = rgba[a, 3:4]
+    by_hand = rgba[a, :3] * alpha + skies[sb] * (1 - alpha)
+    assert torch.allclose(truth, by_hand)
+    # a mask with no variant channel decodes B itself; all variant decodes A itself
+    m0 = swap_metrics(_stub_model([]), src, split, 6, 0)
+    m1 = swap_metrics(_stub_model([0, 1, 2]), src, split, 6, 0)
+    assert m0["swap_psnr"] == pytest.approx(m0["swap_psnr_column"])
+    assert m1["swap_psnr"] == pytest.approx(m1["swap_psnr_row"])
+    assert m0["swap_psnr_column"] == pytest.approx(float(psnr(xb, truth).mean()))
+
+
+def test_orbit_gives_the_other_views_of_one_plane():
+    from groupact.data.base import TensorSet
+    from groupact.data.render import random_rotations
+    poses = random_rotations(6, torch.Generator().manual_seed(1))
+    split = TensorSet(torch.rand(6, 4, 8, 8), None, {
+        "pose": poses, "object": torch.tensor([0, 0, 0, 1, 1, 1]),
+        "view": torch.arange(6) % 3, "skies": torch.rand(2, 3, 8, 8)})
+    x0, truth, g = PosePairs().orbit(split, 1, 8)
+    assert x0.shape[0] == truth.shape[0] == g.shape[0] == 2
+    assert torch.allclose(g[0] @ poses[1], poses[0], atol=1e-5)
+    assert torch.allclose(g[1] @ poses[1], poses[2], atol=1e-5)

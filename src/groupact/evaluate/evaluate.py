@@ -88,6 +88,33 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
 
 
 @torch.no_grad()
+def swap_metrics(model: GroupActionAutoencoder, source, split, n: int, seed: int,
+                 device: str = "cpu") -> dict[str, float]:
+    """``swap_psnr``: decode(z_v of A, z_i of B) against the ground truth, the plane of A at A's
+    pose on the sky of B (rendered data only: the source must draw views on chosen skies).
+    Beside it two answers that need no model: B itself (``swap_psnr_column``: the right sky,
+    the wrong plane) and A itself (``swap_psnr_row``: the right plane, the wrong sky); a swap
+    that works beats both."""
+    if not hasattr(source, "swap_pairs"):
+        return {}
+    gen = torch.Generator().manual_seed(seed)
+    xa, xb, truth = source.swap_pairs(split, n, gen, device=device)
+    sums = {"swap_psnr": 0.0, "swap_ssim": 0.0, "swap_psnr_column": 0.0, "swap_psnr_row": 0.0}
+    for i in range(0, n, EVAL_BATCH):
+        a, b, t = xa[i:i + EVAL_BATCH], xb[i:i + EVAL_BATCH], truth[i:i + EVAL_BATCH]
+        za, zb = model.encode(a), model.encode(b)
+        m = model.mask_like(za)
+        pred = model.decode(m * za + (1 - m) * zb)
+        sums["swap_psnr"] += float(psnr(pred, t).sum())
+        sums["swap_ssim"] += float(ssim(pred, t).sum())
+        sums["swap_psnr_column"] += float(psnr(b, t).sum())
+        sums["swap_psnr_row"] += float(psnr(a, t).sum())
+    out = {k: v / n for k, v in sums.items()}
+    out["swap_pairs"] = int(n)
+    return out
+
+
+@torch.no_grad()
 def homomorphism_error(model: GroupActionAutoencoder, x: Tensor, seed: int) -> float:
     """‖Φ_a(Φ_b(z_v)) − Φ_{ab}(z_v)‖² / ‖Φ_{ab}(z_v)‖²: 0 for an exact latent representation."""
     gen = torch.Generator().manual_seed(seed)
@@ -231,7 +258,16 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
         elems = group.sample(8, torch.Generator().manual_seed(0)).to(x0.device)
     xs = x0.expand(elems.shape[0], *x0.shape[1:])
     orbit = None
-    if isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
+    if hasattr(source, "orbit"):   # rendered data: the plane's other rendered views are T_g x
+        item = int(torch.randint(len(splits.test), (1,),
+                                 generator=torch.Generator().manual_seed(cfg.eval.seed)))
+        x0s, truth, g_orbit = source.orbit(splits.test, item, 8, device=x0.device)
+        p = fig_dir / "orbit.png"
+        figures.orbit_strip(truth, model(x0s, g_orbit), short_labels(group, g_orbit), p,
+                            f"{name}: one test view (left of each pair: its other rendered "
+                            "poses) vs D(Φ_g E x)")
+        written.append(p.name)
+    elif isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
         orbit = [("T_g x", group.act_image(xs, elems)), ("D(Φ_g E x)", model(xs, elems))]
         p = fig_dir / "orbit.png"
         figures.orbit_strip(orbit[0][1], orbit[1][1], short_labels(group, elems), p,
@@ -272,6 +308,23 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     p = fig_dir / "swap.png"
     figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)")
     written.append(p.name)
+    if hasattr(source, "swap_indices"):
+        # rendered data: the same grid on views whose truth can be drawn, beside that truth
+        ia, ib, sa, sb = source.swap_indices(splits.test, k, torch.Generator().manual_seed(
+            cfg.eval.seed + 4))
+        xa = source.on_sky(splits.test, ia, sa, device=pairs.x1.device)
+        xb = source.on_sky(splits.test, ib, sb, device=pairs.x1.device)
+        za, zb = model.encode(xa), model.encode(xb)
+        mixed = m * za[:, None] + (1 - m) * zb[None, :]
+        swapped = model.decode(mixed.flatten(0, 1)).view(k, k, *xa.shape[1:])
+        truth = source.on_sky(splits.test, ia.repeat_interleave(k), sb.repeat(k),
+                              device=pairs.x1.device).view(k, k, *xa.shape[1:])
+        p = fig_dir / "swap.png"
+        figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)")
+        p = fig_dir / "swap_truth.png"
+        figures.swap_grid(xa, xb, truth, p, f"{name}: truth: plane of row (its pose) on the sky "
+                          "of column")
+        written.append(p.name)
 
     history = read_jsonl(run_dir / "metrics.jsonl")
     p = fig_dir / "training_curves.png"
@@ -320,6 +373,8 @@ def _evaluate(run, out: Path, device: str, log: Callable[[str], None],
                                "best_epoch": run.checkpoint["epoch"]}
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
+    metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),
+                                cfg.eval.seed + 3, device))
     metrics.update(mask_stats(model, run.paths.root))
     random_model = untrained_copy(model, cfg, run.checkpoint["input_shape"], cfg.eval.seed + 20)
     metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
