@@ -68,6 +68,8 @@ class MaskConfig:
     variant: list[int] | None = None      # fixed: the variant channels
     variant_fraction: float = 0.5         # fixed, when `variant` is not given: the first fraction
     freeze_epochs: int = 0         # ald: keep the initial mask for this many epochs
+    estimator: str = "ste"         # ald: ste (the paper's) | flip (the exact two-state difference)
+    lr_scale: float = 1.0          # ald: the mask logits' learning rate is train.lr × this
 
 
 @dataclass
@@ -386,6 +388,10 @@ def check_ranges(cfg: Config) -> None:
          f"{m.mask.init_std}"),
         (0.0 <= m.mask.variant_fraction <= 1.0,
          f"model.mask.variant_fraction must lie in [0, 1]; got {m.mask.variant_fraction}"),
+        (m.mask.estimator in ("ste", "flip"), f"model.mask.estimator must be ste or flip; got "
+         f"{m.mask.estimator!r}"),
+        (m.mask.lr_scale > 0.0, f"model.mask.lr_scale must be positive; got "
+         f"{m.mask.lr_scale}"),
         (m.mask.freeze_epochs >= 0, f"model.mask.freeze_epochs must be 0 or more; got "
          f"{m.mask.freeze_epochs}"),
         (m.mask.variant is None or all(0 <= c < m.channels for c in m.mask.variant),

@@ -1,0 +1,67 @@
+"""ALD's two-state ("flip") estimator for the mask logits, and the mask's own learning rate."""
+
+import torch
+
+from groupact.config import load_config
+from groupact.errors import ConfigError
+
+TINY = ["data.n_train=128", "data.n_val=64", "data.n_test=64", "train.progress=false",
+        "eval.probe_steps=5", "train.epochs=0"]
+
+
+def _trainer(tmp_path, extra):
+    from groupact.train import Trainer
+    return Trainer(load_config("rotmnist-c4", TINY + extra), tmp_path, log=lambda *_: None)
+
+
+def test_flip_gradient_is_the_exact_difference_of_one_channels_two_states(tmp_path):
+    tr = _trainer(tmp_path, ["model.mask.estimator=flip"])
+    model = tr.model
+    gen = torch.Generator().manual_seed(3)
+    batch = tr.source.pairs(tr.splits.train, torch.arange(16), gen)
+    tr._gen = torch.Generator().manual_seed(0)
+    c = int(torch.randint(model.mask.channels, (1,), generator=torch.Generator().manual_seed(0)))
+    tr._flip_gradient(batch)
+    grad = model.mask.logits.grad
+    assert torch.count_nonzero(grad) <= 1 and grad[c] != 0
+    with torch.no_grad():   # by hand: decode with channel c moved and kept
+        z1 = model.encode(batch.x1[:8])
+        moved = model.action(z1, batch.g[:8])
+        m = model.mask.hard()
+        err = []
+        for state in (0.0, 1.0):
+            mm = m.clone()
+            mm[c] = state
+            mm = mm.view(1, -1, 1, 1)
+            err.append(float(((model.decode(mm * moved + (1 - mm) * z1) - batch.x2[:8]) ** 2)
+                             .mean()) * 4)   # authors-mnist works on [−1, 1]: 2² × the error
+    s = torch.sigmoid(model.mask.logits[c].detach())
+    assert torch.allclose(grad[c], (err[1] - err[0]) * s * (1 - s), rtol=1e-4, atol=1e-9)
+
+
+def test_flip_estimator_trains_and_moves_the_mask(tmp_path):
+    from groupact.train import train_run
+    cfg = load_config("rotmnist-c4", TINY[:-1] + ["train.epochs=1", "model.mask.estimator=flip",
+                                                   "model.mask.lr_scale=10"])
+    tr = train_run(cfg, tmp_path / "run", log=lambda *_: None)
+    assert not torch.allclose(tr.model.mask.logits.detach(), torch.zeros(64), atol=0.02)
+
+
+def test_unknown_estimator_is_refused():
+    from groupact.config import check_ranges
+    try:
+        check_ranges(load_config("rotmnist-c4", ["model.mask.estimator=gumbel"]))
+    except ConfigError as e:
+        assert "ste or flip" in str(e)
+    else:
+        raise AssertionError("accepted an unknown estimator")
+
+
+def test_mask_lr_scale_gives_the_logits_their_own_learning_rate(tmp_path):
+    tr = _trainer(tmp_path / "a", ["model.mask.lr_scale=10", "train.lr=0.001"])
+    groups = tr.opt.param_groups
+    assert len(groups) == 2 and groups[1]["lr"] == 0.01 and groups[0]["lr"] == 0.001
+    assert groups[1]["params"][0] is tr.model.mask.logits
+    n = sum(p.numel() for g in groups for p in g["params"])
+    assert n == sum(p.numel() for p in tr.model.parameters())
+    assert len(_trainer(tmp_path / "b", []).opt.param_groups) == 1
