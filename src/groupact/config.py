@@ -120,6 +120,7 @@ class EvalConfig:
     n_pairs: int | None = None     # test pairs (None: one per test image)
     probe_steps: int = 100         # L-BFGS iterations of the linear probes
     probe_l2: float = 1e-3
+    probe_items: int | None = None  # probes train/test on at most this many items each (seeded)
     figures: bool = True
 
 

@@ -163,8 +163,8 @@ def untrained_copy(model: GroupActionAutoencoder, cfg, input_shape, seed: int
 
 @torch.no_grad()
 def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
-           l2: float, random_model: GroupActionAutoencoder | None = None
-           ) -> dict[str, float | None]:
+           l2: float, random_model: GroupActionAutoencoder | None = None,
+           max_items: int | None = None) -> dict[str, float | None]:
     """Linear probes on z_i / z_v / z / the invariant read-out, and the orbit-pooling baselines
     (this encoder and ``random_model``'s, pooled over the group's finite subgroup in image
     space); two protocols (see docs/PROTOCOL.md)."""
@@ -172,6 +172,12 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
         return {}
     mask = model.mask.hard()
     tr_idx, te_idx = torch.arange(len(splits.train)), torch.arange(len(splits.test))
+    if max_items is not None:   # a seeded subset bounds the probes' memory on large latents
+        pick = torch.Generator().manual_seed(seed + 5)
+        if len(tr_idx) > max_items:
+            tr_idx = torch.randperm(len(tr_idx), generator=pick)[:max_items].sort().values
+        if len(te_idx) > max_items:
+            te_idx = torch.randperm(len(te_idx), generator=pick)[:max_items].sort().values
     dev = splits.train.images.device
     turned_train = source.views(splits.train, tr_idx.to(dev), torch.Generator().manual_seed(seed),
                                 device=dev)
@@ -196,7 +202,7 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
                 f["orbit_random"] = orbit_pooled(random_model, views, pool_over)
         feats.append(f)
     f_tt, f_ut, f_te = feats
-    y_tr, y_te = splits.train.labels, splits.test.labels
+    y_tr, y_te = splits.train.labels[tr_idx.to(dev)], splits.test.labels[te_idx.to(dev)]
     # parts that are the same features (z_v = z when every channel is variant, z_i = z and the
     # read-out = z_i when none is) share one probe: the probes are most of the evaluation's time
     variant = int(mask.sum())
@@ -378,7 +384,7 @@ def _evaluate(run, out: Path, device: str, log: Callable[[str], None],
     metrics.update(mask_stats(model, run.paths.root))
     random_model = untrained_copy(model, cfg, run.checkpoint["input_shape"], cfg.eval.seed + 20)
     metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
-                          cfg.eval.probe_l2, random_model))
+                          cfg.eval.probe_l2, random_model, cfg.eval.probe_items))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
     with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
         if do_figs:
