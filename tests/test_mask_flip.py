@@ -65,3 +65,32 @@ def test_mask_lr_scale_gives_the_logits_their_own_learning_rate(tmp_path):
     n = sum(p.numel() for g in groups for p in g["params"])
     assert n == sum(p.numel() for p in tr.model.parameters())
     assert len(_trainer(tmp_path / "b", []).opt.param_groups) == 1
+
+
+def test_exploration_draws_bernoulli_masks_only_when_asked():
+    from groupact.latent import ALDMask
+    m = ALDMask(3, init_std=0.0)
+    with torch.no_grad():
+        m.logits.copy_(torch.tensor([-1.0, 0.3, 2.0]))
+    m.train()
+    gen = torch.Generator().manual_seed(0)
+    draws = []
+    for _ in range(4000):
+        m.draw = torch.rand(3, generator=gen)
+        draws.append(m().detach())
+    m.draw = None
+    draws = torch.stack(draws)
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(draws.mean(0), torch.sigmoid(m.logits.detach()), atol=0.03)
+    assert m().detach().tolist() == [0.0, 1.0, 1.0] == m.hard().tolist()
+    m.draw = torch.zeros(3)          # eval mode ignores a draw
+    m.eval()
+    assert m().detach().tolist() == [0.0, 1.0, 1.0]
+
+
+def test_sample_epochs_explore_then_stop(tmp_path):
+    from groupact.train import train_run
+    cfg = load_config("rotmnist-c4", TINY[:-1] + ["train.epochs=2", "model.mask.sample_epochs=1",
+                                                   "model.mask.freeze_epochs=1"])
+    tr = train_run(cfg, tmp_path / "run", log=lambda *_: None)
+    assert tr.model.mask.draw is None

@@ -70,6 +70,7 @@ class MaskConfig:
     freeze_epochs: int = 0         # ald: keep the initial mask for this many epochs
     estimator: str = "ste"         # ald: ste (the paper's) | flip (the exact two-state difference)
     lr_scale: float = 1.0          # ald: the mask logits' learning rate is train.lr × this
+    sample_epochs: int = 0         # ald: draw M ~ Bernoulli(σ(α)) per step for this many epochs
 
 
 @dataclass
@@ -391,6 +392,8 @@ def check_ranges(cfg: Config) -> None:
          f"model.mask.variant_fraction must lie in [0, 1]; got {m.mask.variant_fraction}"),
         (m.mask.estimator in ("ste", "flip"), f"model.mask.estimator must be ste or flip; got "
          f"{m.mask.estimator!r}"),
+        (m.mask.sample_epochs >= 0, f"model.mask.sample_epochs must be 0 or more; got "
+         f"{m.mask.sample_epochs}"),
         (m.mask.lr_scale > 0.0, f"model.mask.lr_scale must be positive; got "
          f"{m.mask.lr_scale}"),
         (m.mask.freeze_epochs >= 0, f"model.mask.freeze_epochs must be 0 or more; got "

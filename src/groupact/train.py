@@ -332,7 +332,15 @@ class Trainer:
         # a rank whose slice is empty (batch smaller than the world) runs one pair at weight 0,
         # so that every rank takes part in the same collectives with the same shapes
         local = slice_pairs(batch, start, stop) if stop > start else slice_pairs(batch, 0, 1)
-        loss, parts = self.loss_fn(self.model, local, self.weights)
+        mask = self.model.mask
+        exploring = isinstance(mask, ALDMask) and self.epoch < self.cfg.model.mask.sample_epochs
+        if exploring:   # one Bernoulli(σ(α)) mask for this step, from the epoch's generator
+            mask.draw = torch.rand(mask.channels, generator=self._gen)
+        try:
+            loss, parts = self.loss_fn(self.model, local, self.weights)
+        finally:
+            if exploring:
+                mask.draw = None
         stats = {"loss": float(loss.detach()), **parts}
         stop_now = self._stop_signal is not None
         if self.comm.distributed:
@@ -347,7 +355,8 @@ class Trainer:
                            self.step + 1)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.model.mask.estimator == "flip" and isinstance(self.model.mask, ALDMask):
+        if self.cfg.model.mask.estimator == "flip" and isinstance(self.model.mask, ALDMask) \
+                and not exploring:
             self._flip_gradient(local)
         self.comm.all_reduce_grads(self.model.parameters())
         if self.epoch < self.cfg.model.mask.freeze_epochs:
