@@ -300,3 +300,45 @@ def test_orbit_gives_the_other_views_of_one_plane():
     assert x0.shape[0] == truth.shape[0] == g.shape[0] == 2
     assert torch.allclose(g[0] @ poses[1], poses[0], atol=1e-5)
     assert torch.allclose(g[1] @ poses[1], poses[2], atol=1e-5)
+
+
+# --- the rendering net --------------------------------------------------------------------------
+def test_render_volume_layout_turns_with_the_camera_frame():
+    """A turn g in the camera frame (x right, y up, z to the viewer), applied to the net's
+    volume by the library's SO(3) action, moves content the way the renderer does."""
+    from groupact.groups.rotations3d import rotate_volumes
+    from groupact.nets.rendering import from_camera_layout, to_camera_layout
+    v = torch.zeros(1, 1, 16, 16, 16)       # (depth, row, col) as the inverse projection makes
+    v[0, 0, 8, 8, 13] = 1                   # right of centre
+    out = from_camera_layout(rotate_volumes(to_camera_layout(v), axis_angle([0, 0, 1],
+                                                                            math.pi / 2)[None]))
+    d, r, c = (out[0, 0] == out[0, 0].max()).nonzero()[0].tolist()
+    assert c == 8 and r < 5                 # +90° about z: right → up (smaller row)
+    v = torch.zeros(1, 1, 16, 16, 16)
+    v[0, 0, 13, 8, 8] = 1                   # towards the viewer
+    out = from_camera_layout(rotate_volumes(to_camera_layout(v), axis_angle([0, 1, 0],
+                                                                            math.pi / 2)[None]))
+    d, r, c = (out[0, 0] == out[0, 0].max()).nonzero()[0].tolist()
+    assert c > 11 and r == 8                # +90° about y: z → x (right)
+    # the renderer agrees: +90° about z turns a point right of centre to above it
+    tri = torch.tensor([[0.6, -0.05, 0], [0.8, -0.05, 0], [0.7, 0.1, 0]])
+    img = render(tri, torch.tensor([[0, 1, 2]]), torch.ones(1, 3),
+                 axis_angle([0, 0, 1], math.pi / 2)[None], size=16, supersample=1)[0, 3]
+    rows, cols = img.nonzero(as_tuple=True)
+    assert rows.float().mean() < 5 and abs(cols.float().mean() - 7.5) < 2
+
+
+def test_render_volume_shapes_and_composite():
+    from groupact.nets import NetSpec, build_nets
+    enc, dec = build_nets("render-volume", NetSpec((3, 32, 32), channels=4, widths=(8,)))
+    x = torch.rand(2, 3, 32, 32)
+    z = enc(x)
+    assert z.shape == (2, 8, 8, 8, 8)
+    rgb, alpha, sky = dec.parts(z)
+    out = dec(z)
+    assert torch.allclose(out, alpha * rgb + (1 - alpha) * sky)
+    assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    # the background channels decode the sky alone: zeroing the volumes leaves it unchanged
+    z2 = z.clone()
+    z2[:, :4] = 0
+    assert torch.allclose(dec.parts(z2)[2], sky)

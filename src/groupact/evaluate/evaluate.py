@@ -267,11 +267,15 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     if hasattr(source, "orbit"):   # rendered data: the plane's other rendered views are T_g x
         item = int(torch.randint(len(splits.test), (1,),
                                  generator=torch.Generator().manual_seed(cfg.eval.seed)))
-        x0s, truth, g_orbit = source.orbit(splits.test, item, 8, device=x0.device)
+        x0s, truth, g_orbit = source.orbit(splits.test, item, 7, device=x0.device)
+        # first column: the view x itself (g = identity), then its plane's other poses
+        truth = torch.cat([x0s[:1], truth])
+        x0s = torch.cat([x0s[:1], x0s])
+        g_orbit = torch.cat([group.identity(1, device=x0.device), g_orbit])
         p = fig_dir / "orbit.png"
         figures.orbit_strip(truth, model(x0s, g_orbit), short_labels(group, g_orbit), p,
-                            f"{name}: one test view (left of each pair: its other rendered "
-                            "poses) vs D(Φ_g E x)")
+                            f"{name}: one test view x (first column) and its plane's other "
+                            "rendered poses T_g x, vs D(Φ_g E x)")
         written.append(p.name)
     elif isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
         orbit = [("T_g x", group.act_image(xs, elems)), ("D(Φ_g E x)", model(xs, elems))]
@@ -423,6 +427,12 @@ def summary_markdown(m: dict[str, Any]) -> str:
         lines += [f"Dice (binary shapes, both thresholded at 0.5): model {_fmt(m['dice'])}, do "
                   f"nothing {_fmt(m.get('dice_identity'))}, mean target "
                   f"{_fmt(m.get('dice_mean_target'))}.", ""]
+    if "swap_psnr" in m:
+        lines += [f"Swap against the rendered truth (plane of A at A's pose on the sky of B, "
+                  f"{m.get('swap_pairs')} couples): decode(z_v of A, z_i of B) scores PSNR "
+                  f"{_fmt(m['swap_psnr'], 2)} dB, SSIM {_fmt(m.get('swap_ssim'))}; B itself "
+                  f"(right sky, wrong plane) {_fmt(m.get('swap_psnr_column'), 2)} dB, A itself "
+                  f"(right plane, wrong sky) {_fmt(m.get('swap_psnr_row'), 2)} dB.", ""]
     lines += [
              f"Plain autoencoding PSNR {_fmt(m['psnr_autoencode'], 2)} dB; told another pair's g, "
              f"the model scores {_fmt(m.get('psnr_wrong_g'), 2)} dB; PSNR from the mean MSE "
