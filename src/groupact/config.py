@@ -113,6 +113,7 @@ class TrainConfig:
     progress: bool = True
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
     checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)
+    select: str = "loss"           # best checkpoint by validation loss (the paper's) | recon
 
 
 @dataclass
@@ -390,6 +391,8 @@ def check_ranges(cfg: Config) -> None:
          f"{m.mask.init_std}"),
         (0.0 <= m.mask.variant_fraction <= 1.0,
          f"model.mask.variant_fraction must lie in [0, 1]; got {m.mask.variant_fraction}"),
+        (cfg.train.select in ("loss", "recon"), f"train.select must be loss or recon; got "
+         f"{cfg.train.select!r}"),
         (m.mask.estimator in ("ste", "flip"), f"model.mask.estimator must be ste or flip; got "
          f"{m.mask.estimator!r}"),
         (m.mask.sample_epochs >= 0, f"model.mask.sample_epochs must be 0 or more; got "

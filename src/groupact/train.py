@@ -491,9 +491,12 @@ class Trainer:
                   "pairs_per_s": round(len(self.splits.train) / max(seconds, 1e-9), 1),
                   "lr": self.opt.param_groups[0]["lr"], **train_stats, **val_stats,
                   **mask_record(self.model)}
-        improved = val_stats["val_loss"] < self.best_val
+        # select=recon: the validation reconstruction error alone, for runs whose mask moves
+        # channels between the latent terms (their sum then measures different things per epoch)
+        score = val_stats["val_recon" if self.cfg.train.select == "recon" else "val_loss"]
+        improved = score < self.best_val
         if improved:
-            self.best_val, self.best_epoch = val_stats["val_loss"], self.epoch
+            self.best_val, self.best_epoch = score, self.epoch
         record["best"] = improved
         self.batch, self._sums, self._gen = 0, {}, None
         self.last_record = record
