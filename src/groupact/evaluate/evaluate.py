@@ -380,7 +380,8 @@ def _evaluate(run, out: Path, device: str, log: Callable[[str], None],
     metrics: dict[str, Any] = {"recipe": cfg.name, "dataset": splits.info.get("name"),
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
-                               "best_epoch": run.checkpoint["epoch"]}
+                               "best_epoch": run.checkpoint["epoch"],
+                               "selected_by": f"validation {cfg.train.select}"}
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),
@@ -413,8 +414,8 @@ def summary_markdown(m: dict[str, Any]) -> str:
     lines = [f"# {m['recipe']}: evaluation", "",
              f"Data: {m['dataset']}" + (" (generated stand-in)" if m.get("stand_in_data") else "")
              + f"; group {m['group']}; {m['n_pairs']} fixed test pairs without the identity; "
-             f"{m['epochs']} epochs, best validation loss at epoch {m['best_epoch']} (the model "
-             "evaluated).", "",
+             f"{m['epochs']} epochs, best {m.get('selected_by', 'validation loss')} at epoch "
+             f"{m['best_epoch']} (the model evaluated).", "",
              "| transformed image x̂2 vs x2 = T_g x1 | PSNR (dB) | SSIM | MSE |",
              "|---|---|---|---|",
              f"| model D(Φ_g(E x1)) | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'])} | "
