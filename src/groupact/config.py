@@ -69,6 +69,9 @@ class MaskConfig:
     variant: list[int] | None = None      # fixed: the variant channels
     variant_fraction: float = 0.5         # fixed, when `variant` is not given: the first fraction
     freeze_epochs: int = 0         # ald: keep the initial mask for this many epochs
+    estimator: str = "ste"         # ald: ste (the paper's) | flip (the exact two-state difference)
+    lr_scale: float = 1.0          # ald: the mask logits' learning rate is train.lr × this
+    sample_epochs: int = 0         # ald: draw M ~ Bernoulli(σ(α)) per step for this many epochs
 
 
 @dataclass
@@ -111,6 +114,7 @@ class TrainConfig:
     progress: bool = True
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
     checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)
+    select: str = "loss"           # best checkpoint by validation loss (the paper's) | recon
 
 
 @dataclass
@@ -119,6 +123,7 @@ class EvalConfig:
     n_pairs: int | None = None     # test pairs (None: one per test image)
     probe_steps: int = 100         # L-BFGS iterations of the linear probes
     probe_l2: float = 1e-3
+    probe_items: int | None = None  # probes train/test on at most this many items each (seeded)
     figures: bool = True
 
 
@@ -387,6 +392,14 @@ def check_ranges(cfg: Config) -> None:
          f"{m.mask.init_std}"),
         (0.0 <= m.mask.variant_fraction <= 1.0,
          f"model.mask.variant_fraction must lie in [0, 1]; got {m.mask.variant_fraction}"),
+        (cfg.train.select in ("loss", "recon"), f"train.select must be loss or recon; got "
+         f"{cfg.train.select!r}"),
+        (m.mask.estimator in ("ste", "flip"), f"model.mask.estimator must be ste or flip; got "
+         f"{m.mask.estimator!r}"),
+        (m.mask.sample_epochs >= 0, f"model.mask.sample_epochs must be 0 or more; got "
+         f"{m.mask.sample_epochs}"),
+        (m.mask.lr_scale > 0.0, f"model.mask.lr_scale must be positive; got "
+         f"{m.mask.lr_scale}"),
         (m.mask.freeze_epochs >= 0, f"model.mask.freeze_epochs must be 0 or more; got "
          f"{m.mask.freeze_epochs}"),
         (m.mask.variant is None or all(0 <= c < m.channels for c in m.mask.variant),

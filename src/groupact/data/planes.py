@@ -21,6 +21,7 @@ camera frame) that takes the plane as seen in view 1 to the plane as seen in vie
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,181 @@ def load_planes_folder(mesh_dir: str | Path, sky_dir: str | Path | None = None,
 
 
 # ----------------------------------------------------------------------------------------------
+# real aircraft on real skies: the Debian packages flightgear-data-ai and crrcsim-data
+# ----------------------------------------------------------------------------------------------
+#: where Debian installs the two packages
+FLIGHTGEAR_AI_DIR = Path("/usr/share/games/flightgear/AI/Aircraft")
+CRRCSIM_DIR = Path("/usr/share/games/crrcsim")
+DEBIAN_INSTALL = "sudo apt-get install flightgear-data-ai crrcsim-data"
+#: .ac files in the packages that are not aircraft (lights, flares, tanks, wheels, a ferry, a
+#: bomb, balloons, banners, shuttle engine parts) or not fixed-wing (CRRCsim's helicopters,
+#: quadcopters, scenery and props)
+NOT_AIRCRAFT = re.compile(
+    r"/lights?/|light|flare|flash|exhaust|tank|wheels|banner|bomb|ferry|balloon|appleoon|"
+    r"tuxalloon|probe|refuel|omspods|ssme|beacon|strobe|nav[lrb]|taxi|toggle|cone|"
+    r"/hut|outhouse|table|trashcan|/log|populus|woods|terrain|freqboard|cape_cod|davis|copter|"
+    r"/heli|qc01", re.IGNORECASE)
+#: CRRCsim's skybox faces; the four sides show ground below the horizon (rows ≥ about half)
+SKYBOX_FACES = ("n", "e", "s", "w", "u")
+_SIDE_SKY_ROWS = 0.47          # fraction of a side face above its horizon haze
+
+
+def debian_model_files(fg_dir: str | Path = FLIGHTGEAR_AI_DIR,
+                       crrc_dir: str | Path = CRRCSIM_DIR) -> tuple[list[Path], list[int]]:
+    """The aircraft .ac files of the two packages (sorted) and their source label
+    (0 = FlightGear AI, full-size aircraft; 1 = CRRCsim, model aircraft and gliders)."""
+    files, labels = [], []
+    for label, root in ((0, Path(fg_dir)), (1, Path(crrc_dir) / "objects")):
+        if root.is_dir():
+            found = sorted(p for p in root.rglob("*.ac") if p.is_file()
+                           and not NOT_AIRCRAFT.search("/" + str(p.relative_to(root)).lower()))
+            files += found
+            labels += [label] * len(found)
+    return files, labels
+
+
+def skybox_files(crrc_dir: str | Path = CRRCSIM_DIR) -> list[Path]:
+    tex = Path(crrc_dir) / "textures"
+    return [tex / f"skybox_{f}.rgb" for f in SKYBOX_FACES if (tex / f"skybox_{f}.rgb").is_file()]
+
+
+def read_sky_crops(files: list[Path], per_face: int, size: int, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Random square crops of sky photographs (SGI .rgb, PNG or JPEG, read by Pillow), resized to
+    ``size``: ``per_face`` crops of each file, (len(files)·per_face, 3, size, size) uint8, and the
+    file index of each crop. Files named ``skybox_[nesw]*`` are cropped above their horizon
+    only (their lower half is ground); crops have sides of 22–44 % of the face (the 'u' face and
+    other photos: 22–62 %) and are mirrored left-right at random."""
+    from PIL import Image
+
+    rng = np.random.default_rng(10_007 + int(seed))
+    out, groups = [], []
+    for g, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                im.load()
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read sky image {path}: {exc}") from None
+        w, h = im.size
+        side_face = Path(path).stem.lower() in {f"skybox_{f}" for f in "nesw"}
+        top_limit = int(h * _SIDE_SKY_ROWS) if side_face else h
+        hi = 0.44 if side_face else 0.62
+        for _ in range(per_face):
+            c = int(min(w, h) * rng.uniform(0.22, hi))
+            c = max(8, min(c, w, top_limit))
+            x0 = int(rng.integers(0, w - c + 1))
+            y0 = int(rng.integers(0, top_limit - c + 1))
+            crop = im.crop((x0, y0, x0 + c, y0 + c)).resize((size, size),
+                                                             Image.Resampling.LANCZOS)
+            arr = np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1)
+            if rng.random() < 0.5:
+                arr = arr[:, :, ::-1]
+            out.append(np.ascontiguousarray(arr))
+            groups.append(g)
+    if not out:
+        raise DataError("no sky images to crop")
+    return np.stack(out), np.asarray(groups, np.int64)
+
+
+def _render_ac(path: Path, poses: Tensor, size: int, supersample: int,
+               texture_side: int = 128) -> np.ndarray:
+    from groupact.data.ac3d import load_texture_atlas, read_ac
+
+    model = read_ac(path)
+    atlas, found = load_texture_atlas(path, model.textures, texture_side)
+    tex_id = model.tex_id.clone()
+    if model.textures:
+        tex_id[(tex_id >= 0) & ~found[tex_id.clamp(min=0)]] = -1   # missing texture: colour
+    verts = normalize_mesh(model.vertices)
+    batch = max(1, min(100, 200_000 // max(1, int(model.faces.shape[0]))))
+    out = [render(verts, model.faces, model.colors, poses[s:s + batch], size=size,
+                  supersample=supersample, scale=VIEW_SCALE, uv=model.uv, tex_id=tex_id,
+                  atlas=atlas) for s in range(0, len(poses), batch)]
+    return (torch.cat(out).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def missing_debian_message(what: str) -> str:
+    return (f"data.kind=planes-debian needs the Debian packages flightgear-data-ai and "
+            f"crrcsim-data ({what}); install them with `{DEBIAN_INSTALL}` (GPL-2+, about 300 MB; "
+            f"read from {FLIGHTGEAR_AI_DIR} and {CRRCSIM_DIR}), or use data.kind=planes for the "
+            "offline procedural stand-in")
+
+
+def load_planes_debian(n_poses: int = 100, size: int = 64, seed: int = 0,
+                       sky_crops_per_face: int = 40, n_planes: int | None = None,
+                       supersample: int = 2, fg_dir: str | Path | None = None,
+                       crrc_dir: str | Path | None = None, cache: bool = True,
+                       cache_dir: str | Path | None = None,
+                       log=None) -> dict[str, Any]:
+    """Real aircraft on real skies, from files Debian installs (nothing is downloaded).
+
+    Every aircraft .ac model of ``flightgear-data-ai`` (FlightGear's AI traffic: airliners,
+    bizjets, fighters, light aircraft; textured with their liveries, the first airline in
+    sorted order where a model has several) and of ``crrcsim-data`` (RC model aircraft and
+    gliders), read by :mod:`groupact.data.ac3d`, normalised to the unit ball and rendered with
+    full UV texturing by groupact's rasteriser under ``n_poses`` uniform SO(3) poses each.
+    Skies: ``sky_crops_per_face`` random crops of each of CRRCsim's five 512² photographic
+    skybox faces (cloudy blue sky; side faces cropped above the horizon). ``n_planes`` keeps a
+    seeded random subset of the models. Cached on disk (keyed by the files' sizes and times).
+    Returns the arrays of :func:`generate_planes` plus ``sky_groups`` (the face of each sky
+    crop, so splits can keep test skies on an unseen face), ``class_names`` and ``files``.
+    The package folders can be moved with ``$GROUPACT_FLIGHTGEAR_AI`` and ``$GROUPACT_CRRCSIM``.
+    """
+    import os
+
+    fg_dir = Path(fg_dir or os.environ.get("GROUPACT_FLIGHTGEAR_AI") or FLIGHTGEAR_AI_DIR)
+    crrc_dir = Path(crrc_dir or os.environ.get("GROUPACT_CRRCSIM") or CRRCSIM_DIR)
+    files, labels = debian_model_files(fg_dir, crrc_dir)
+    skies_src = skybox_files(crrc_dir)
+    if not files:
+        raise DataError(missing_debian_message(f"no aircraft .ac models under {fg_dir} or "
+                                               f"{Path(crrc_dir) / 'objects'}"))
+    if not skies_src:
+        raise DataError(missing_debian_message(
+            f"no sky textures {Path(crrc_dir) / 'textures' / 'skybox_*.rgb'}"))
+    if n_planes is not None and n_planes < len(files):
+        keep = np.sort(np.random.default_rng(31 + int(seed)).permutation(len(files))[:n_planes])
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+    stamp = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files + skies_src]
+    settings = {"files": stamp, "n_poses": int(n_poses), "size": int(size), "seed": int(seed),
+                "sky_crops_per_face": int(sky_crops_per_face), "supersample": int(supersample),
+                "scale": VIEW_SCALE, "version": 1}
+
+    def make() -> dict[str, np.ndarray]:
+        import time
+
+        P = len(files)
+        rgba = np.empty((P, n_poses, 4, size, size), np.uint8)
+        poses = np.empty((P, n_poses, 3, 3), np.float32)
+        keep = np.ones(P, bool)
+        t0 = time.time()
+        for p, path in enumerate(files):
+            rot = random_rotations(n_poses, _plane_generator(seed, p))
+            poses[p] = rot.numpy()
+            try:
+                rgba[p] = _render_ac(path, rot, size, supersample)
+            except DataError as exc:      # a few files in the wild are broken: leave them out
+                keep[p] = False
+                if log is not None:
+                    log(f"skipping {path}: {exc}")
+            if log is not None and (p + 1) % 25 == 0:
+                log(f"rendered {p + 1}/{P} aircraft ({time.time() - t0:.0f} s)")
+        # a model that renders (almost) empty or a sliver is not usable either
+        cover = (rgba[:, :, 3] > 127).mean((1, 2, 3))
+        keep &= cover > 0.01
+        skies, groups = read_sky_crops(skies_src, sky_crops_per_face, size, seed)
+        return {"rgba": rgba[keep], "poses": poses[keep],
+                "labels": np.asarray(labels, np.int64)[keep], "skies": skies,
+                "sky_groups": groups, "kept": np.nonzero(keep)[0].astype(np.int64)}
+
+    out: dict[str, Any] = dict(cached("planes-debian", settings, make, cache_dir, enabled=cache))
+    out["class_names"] = ["flightgear-ai", "crrcsim"]
+    out["files"] = [str(files[i]) for i in out["kept"]]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # splits
 # ----------------------------------------------------------------------------------------------
 def _cut(n: int, val_fraction: float, test_fraction: float, gen: torch.Generator,
@@ -277,7 +453,8 @@ def load_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed: in
                 n_skies: int = 30, split_seed: int = 0, val_fraction: float = 0.1,
                 test_fraction: float = 0.2, mesh_dir: str | Path | None = None,
                 sky_dir: str | Path | None = None, supersample: int = 2, cache: bool = True,
-                cache_dir: str | Path | None = None) -> Splits:
+                cache_dir: str | Path | None = None, source: str = "synthetic",
+                log=None) -> Splits:
     """Planes in the sky as train / val / test splits, split BY PLANE (and by sky).
 
     ``test_fraction`` of the planes (default 20 %) are test planes; ``val_fraction`` of the rest
@@ -289,9 +466,29 @@ def load_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed: in
     :class:`PosePairs` (the splits carry it as ``splits.pair_source``).
 
     With ``mesh_dir`` the meshes (and, with ``sky_dir``, the skies) are your files (see
-    :func:`load_planes_folder`); otherwise the procedural stand-in (:func:`generate_planes`).
+    :func:`load_planes_folder`); with ``source="debian"`` real aircraft on real skies from the
+    Debian packages (:func:`load_planes_debian`; ``n_planes`` None = all of them; test skies
+    are crops of a skybox face no training sky comes from); otherwise the procedural stand-in
+    (:func:`generate_planes`).
     """
-    if mesh_dir is not None:
+    sky_groups = None
+    if source == "debian":
+        data = load_planes_debian(n_poses, size, seed, n_planes=n_planes,
+                                  supersample=supersample, cache=cache, cache_dir=cache_dir,
+                                  log=log)
+        sky_groups = np.asarray(data["sky_groups"])
+        fg = sum(1 for f in data["files"] if "flightgear" in f)
+        how = (f"REAL aircraft on REAL skies from Debian packages: {fg} FlightGear AI models "
+               f"(flightgear-data-ai) and {len(data['files']) - fg} CRRCsim models "
+               "(crrcsim-data), AC3D meshes with their texture liveries, normalised to the unit "
+               f"ball, rendered under {n_poses} uniform SO(3) poses each by groupact's rasteriser "
+               "(orthographic, flat Lambert + ambient, UV-textured, 2×2 supersampled alpha), "
+               "composited on random crops of CRRCsim's five photographic skybox faces")
+        info = {"name": "planes-debian", "stand_in": False, "source": how,
+                "classes": data["class_names"], "install": DEBIAN_INSTALL}
+    elif source != "synthetic":
+        raise DataError(f"unknown planes source '{source}'; use 'synthetic' or 'debian'")
+    elif mesh_dir is not None:
         data = load_planes_folder(mesh_dir, sky_dir, n_poses, size, seed, n_skies, supersample,
                                   cache, cache_dir)
         names = data["class_names"]
@@ -322,7 +519,21 @@ def load_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed: in
     S = int(data["skies"].shape[0])
     gen = torch.Generator().manual_seed(int(split_seed))
     tr, va, te = _cut(P, val_fraction, test_fraction, gen, "planes")
-    if S >= 3:
+    if sky_groups is not None and len(np.unique(sky_groups)) >= 2:
+        # whole photographs are held out: test crops come from a face no training crop shares;
+        # validation crops are other crops of the training faces
+        faces = np.unique(sky_groups)
+        perm = torch.randperm(len(faces), generator=gen)
+        n_test = max(1, int(round(len(faces) * test_fraction)))
+        test_faces = faces[perm[:n_test].numpy()]
+        in_test = np.isin(sky_groups, test_faces)
+        s_te = torch.from_numpy(np.nonzero(in_test)[0])
+        rest = torch.from_numpy(np.nonzero(~in_test)[0])
+        rest = rest[torch.randperm(len(rest), generator=gen)]
+        n_val = max(1, int(round(len(rest) * val_fraction)))
+        s_va, s_tr = rest[:n_val].sort().values, rest[n_val:].sort().values
+        sky_split = f"by photograph: test skies are crops of face(s) {test_faces.tolist()}"
+    elif S >= 3:
         s_tr, s_va, s_te = _cut(S, val_fraction, test_fraction, gen, "skies")
         if len(s_va) == 0:
             s_va = s_tr
@@ -418,6 +629,50 @@ class PosePairs(PairSource):
         idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1).cpu()
         sky_idx = torch.as_tensor(sky_idx, dtype=torch.int64).reshape(-1).cpu()
         return composite(split.images[idx].to(device), skies[sky_idx].to(device))
+
+
+    def swap_pairs(self, split: TensorSet, n: int, generator: torch.Generator,
+                   device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
+        """``n`` (x_a, x_b, truth) triples for the swap metric: view a on sky s_a, view b of
+        ANOTHER plane on another sky s_b, and truth = the plane of a at a's pose on s_b (drawn
+        from the stored RGBA, so it is exact)."""
+        a, b, sa, sb = self.swap_indices(split, n, generator)
+        xa = self.on_sky(split, a, sa, device)
+        xb = self.on_sky(split, b, sb, device)
+        truth = self.on_sky(split, a, sb, device)
+        return xa, xb, truth
+
+    def swap_indices(self, split: TensorSet, n: int, generator: torch.Generator
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Views a, b (different planes where the split has several) and skies s_a ≠ s_b."""
+        _, obj, skies = _needs(split)
+        N, S = len(split.images), skies.shape[0]
+        a = torch.randint(N, (n,), generator=generator)
+        b = torch.randint(N, (n,), generator=generator)
+        same = obj[a] == obj[b]
+        if bool(same.any()) and int(obj.unique().numel()) > 1:   # redraw b for the same plane
+            for _ in range(20):
+                b = torch.where(same, torch.randint(N, (n,), generator=generator), b)
+                same = obj[a] == obj[b]
+                if not bool(same.any()):
+                    break
+        sa = torch.randint(S, (n,), generator=generator)
+        sb = (sa + 1 + torch.randint(max(1, S - 1), (n,), generator=generator)) % S \
+            if S > 1 else sa
+        return a, b, sa, sb
+
+    def orbit(self, split: TensorSet, item: int, n: int, device: torch.device | str = "cpu"
+              ) -> tuple[Tensor, Tensor, Tensor]:
+        """One view and ``n`` other rendered views of the same plane on the same sky: (x0
+        repeated n times, the true views, g = R_k R_0ᵀ), for an orbit strip of rendered data."""
+        poses, obj, _ = _needs(split)
+        same = torch.nonzero(obj == obj[item]).flatten()
+        others = same[same != item][:n]
+        sky = torch.zeros(len(others) + 1, dtype=torch.int64)
+        views = self.on_sky(split, torch.cat([torch.tensor([item]), others]), sky, device)
+        r0 = poses[item].to(device)
+        g = poses[others].to(device) @ r0.transpose(-1, -2)
+        return views[:1].expand(len(others), *views.shape[1:]), views[1:], g
 
 
 def preview(splits: Splits, path: str | Path, n: int = 6, seed: int = 0) -> None:

@@ -36,14 +36,16 @@ _DEPTH_BITS = 30
 
 
 def rasterize(tris: Tensor, height: int, width: int, eps: float = 1e-6,
-              max_candidates: int = 1 << 22) -> tuple[Tensor, Tensor]:
+              max_candidates: int = 1 << 22, return_bary: bool = False):
     """Nearest triangle and its depth at every pixel centre.
 
     ``tris``: (B, F, 3, 3) screen-space triangles, each vertex (column, row, depth) in pixel
     units with larger depth nearer. Returns ``face`` (B, H, W) int64, the index in 0..F−1 of the
     visible triangle or −1 for background, and ``depth`` (B, H, W) float32 (−inf for background).
     A pixel is covered when its centre lies inside the triangle or on its edge (within ``eps`` in
-    barycentric terms). Degenerate (zero-area) triangles are skipped.
+    barycentric terms). Degenerate (zero-area) triangles are skipped. With ``return_bary`` a
+    third tensor (B, H, W, 2) holds the screen-space barycentrics (w1, w2) of the visible
+    triangle's second and third vertex at each pixel (0 for background), for texturing.
     """
     if tris.dim() != 4 or tris.shape[-2:] != (3, 3):
         raise ValueError(f"tris must be (B, F, 3, 3), got {tuple(tris.shape)}")
@@ -65,8 +67,9 @@ def rasterize(tris: Tensor, height: int, width: int, eps: float = 1e-6,
     x_in = (x.amax(1) >= 0) & (x.amin(1) <= width)
     ok = (r1 >= r0) & x_in & (det.abs() > 1e-12) & torch.isfinite(t).all(2).all(1)
     ids = torch.nonzero(ok).squeeze(1)
+    bary = torch.zeros(B, height, width, 2, device=device) if return_bary else None
     if ids.numel() == 0:
-        return face, depth
+        return (face, depth, bary) if return_bary else (face, depth)
     a, e1, e2, det = a[ids], e1[ids], e2[ids], det[ids]
     # barycentrics (w1, w2) = M (p − a); w0 = 1 − w1 − w2; depth = za + w1·dz1 + w2·dz2
     m = torch.stack([e2[:, 1], -e2[:, 0], -e1[:, 1], e1[:, 0]], 1) / det[:, None]
@@ -135,6 +138,9 @@ def rasterize(tris: Tensor, height: int, width: int, eps: float = 1e-6,
     w2 = (-e1h[:, 1] * dx + e1h[:, 0] * dy) / dh
     face.view(-1)[pix] = hit % n_faces
     depth.view(-1)[pix] = tv[:, 0, 2] + w1 * e1h[:, 2] + w2 * e2h[:, 2]
+    if bary is not None:
+        bary.view(-1, 2)[pix] = torch.stack([w1, w2], 1)
+        return face, depth, bary
     return face, depth
 
 
@@ -151,7 +157,8 @@ def project(vertices: Tensor, poses: Tensor, height: int, width: int,
 
 def render(vertices: Tensor, faces: Tensor, colors: Tensor, poses: Tensor, size: int | tuple = 64,
            supersample: int = 2, scale: float = 1.0, light=LIGHT, ambient: float = 0.35,
-           specular: float = 0.15) -> Tensor:
+           specular: float = 0.15, uv: Tensor | None = None, tex_id: Tensor | None = None,
+           atlas: Tensor | None = None) -> Tensor:
     """RGBA renders (B, 4, H, W) float32 in [0, 1] of a mesh under a batch of poses.
 
     ``vertices`` (V, 3) or (B, V, 3) in the object frame (fit to the unit ball for scale = 1),
@@ -161,6 +168,13 @@ def render(vertices: Tensor, faces: Tensor, colors: Tensor, poses: Tensor, size:
     light in the camera frame, plus a little Blinn specular. RGB is straight (not premultiplied)
     colour; alpha is the pixel coverage, fractional at edges when ``supersample`` > 1
     (ss×ss samples per pixel, box-filtered).
+
+    Textures (optional): ``atlas`` (T, 3, S, S) images in [0, 1], ``tex_id`` (F,) the texture of
+    each face (−1: untextured), ``uv`` (F, 3, 2) texture coordinates per corner (OpenGL style:
+    v = 0 at the image's bottom row; repeats wrap). A textured face's base colour at a pixel is
+    its colour times the bilinearly sampled texel at the interpolated uv (AC3D's modulate);
+    shading stays flat per face. (uv is interpolated in screen space, which for an orthographic
+    camera is exact.)
     """
     H, W = (size, size) if isinstance(size, int) else tuple(size)
     ss = max(1, int(supersample))
@@ -171,7 +185,12 @@ def render(vertices: Tensor, faces: Tensor, colors: Tensor, poses: Tensor, size:
     if cam.shape[0] != B:
         cam, scr = cam.expand(B, -1, -1), scr.expand(B, -1, -1)
     faces = faces.to(torch.int64)
-    face, _ = rasterize(scr[:, faces], hh, ww)  # (B, hh, ww)
+    textured = atlas is not None and uv is not None and tex_id is not None \
+        and bool((tex_id >= 0).any())
+    if textured:
+        face, _, bary = rasterize(scr[:, faces], hh, ww, return_bary=True)
+    else:
+        face, _ = rasterize(scr[:, faces], hh, ww)  # (B, hh, ww)
 
     tri = cam[:, faces]  # (B, F, 3, 3)
     n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
@@ -190,7 +209,29 @@ def render(vertices: Tensor, faces: Tensor, colors: Tensor, poses: Tensor, size:
 
     covered = face >= 0
     flat = (face.clamp(min=0) + torch.arange(B, device=cam.device)[:, None, None] * faces.shape[0])
-    rgb = shade.reshape(-1, 3)[flat.reshape(-1)].reshape(B, hh, ww, 3).permute(0, 3, 1, 2)
+    if textured:
+        shade_k = (ambient + (1 - ambient) * lam)[..., None]            # (B, F, 1)
+        fidx = face.clamp(min=0).reshape(-1)                             # per pixel, per image
+        tid = tex_id.to(cam.device)[fidx]
+        corners = uv.to(torch.float32).to(cam.device)[fidx]              # (N, 3, 2)
+        w = bary.reshape(-1, 2)
+        uvp = corners[:, 0] * (1 - w[:, :1] - w[:, 1:]) + corners[:, 1] * w[:, :1] \
+            + corners[:, 2] * w[:, 1:]
+        uvp = uvp - torch.floor(uvp)                                    # wrap repeats
+        T = atlas.shape[0]
+        gx = uvp[:, 0] * 2 - 1
+        gy = ((tid.clamp(min=0).to(torch.float32) + 1 - uvp[:, 1]) / T) * 2 - 1
+        tall = atlas.to(cam.device).to(torch.float32).permute(1, 0, 2, 3).reshape(
+            1, 3, T * atlas.shape[-2], atlas.shape[-1])
+        texel = F.grid_sample(tall, torch.stack([gx, gy], -1).view(1, 1, -1, 2),
+                              mode="bilinear", align_corners=False).view(3, -1).t()
+        base = col.reshape(-1, 3)[flat.reshape(-1)]
+        base = torch.where((tid >= 0)[:, None], base * texel, base)
+        lit = (base * shade_k.reshape(-1, 1)[flat.reshape(-1)]
+               + spec.reshape(-1, 1)[flat.reshape(-1)]).clamp(0, 1)
+        rgb = lit.reshape(B, hh, ww, 3).permute(0, 3, 1, 2)
+    else:
+        rgb = shade.reshape(-1, 3)[flat.reshape(-1)].reshape(B, hh, ww, 3).permute(0, 3, 1, 2)
     alpha = covered.to(torch.float32)[:, None]
     rgb = rgb * alpha
     if ss > 1:

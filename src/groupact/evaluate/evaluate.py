@@ -88,6 +88,33 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
 
 
 @torch.no_grad()
+def swap_metrics(model: GroupActionAutoencoder, source, split, n: int, seed: int,
+                 device: str = "cpu") -> dict[str, float]:
+    """``swap_psnr``: decode(z_v of A, z_i of B) against the ground truth, the plane of A at A's
+    pose on the sky of B (rendered data only: the source must draw views on chosen skies).
+    Beside it two answers that need no model: B itself (``swap_psnr_column``: the right sky,
+    the wrong plane) and A itself (``swap_psnr_row``: the right plane, the wrong sky); a swap
+    that works beats both."""
+    if not hasattr(source, "swap_pairs"):
+        return {}
+    gen = torch.Generator().manual_seed(seed)
+    xa, xb, truth = source.swap_pairs(split, n, gen, device=device)
+    sums = {"swap_psnr": 0.0, "swap_ssim": 0.0, "swap_psnr_column": 0.0, "swap_psnr_row": 0.0}
+    for i in range(0, n, EVAL_BATCH):
+        a, b, t = xa[i:i + EVAL_BATCH], xb[i:i + EVAL_BATCH], truth[i:i + EVAL_BATCH]
+        za, zb = model.encode(a), model.encode(b)
+        m = model.mask_like(za)
+        pred = model.decode(m * za + (1 - m) * zb)
+        sums["swap_psnr"] += float(psnr(pred, t).sum())
+        sums["swap_ssim"] += float(ssim(pred, t).sum())
+        sums["swap_psnr_column"] += float(psnr(b, t).sum())
+        sums["swap_psnr_row"] += float(psnr(a, t).sum())
+    out = {k: v / n for k, v in sums.items()}
+    out["swap_pairs"] = int(n)
+    return out
+
+
+@torch.no_grad()
 def homomorphism_error(model: GroupActionAutoencoder, x: Tensor, seed: int) -> float:
     """‖Φ_a(Φ_b(z_v)) − Φ_{ab}(z_v)‖² / ‖Φ_{ab}(z_v)‖²: 0 for an exact latent representation."""
     gen = torch.Generator().manual_seed(seed)
@@ -136,8 +163,8 @@ def untrained_copy(model: GroupActionAutoencoder, cfg, input_shape, seed: int
 
 @torch.no_grad()
 def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
-           l2: float, random_model: GroupActionAutoencoder | None = None
-           ) -> dict[str, float | None]:
+           l2: float, random_model: GroupActionAutoencoder | None = None,
+           max_items: int | None = None) -> dict[str, float | None]:
     """Linear probes on z_i / z_v / z / the invariant read-out, and the orbit-pooling baselines
     (this encoder and ``random_model``'s, pooled over the group's finite subgroup in image
     space); two protocols (see docs/PROTOCOL.md)."""
@@ -145,6 +172,12 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
         return {}
     mask = model.mask.hard()
     tr_idx, te_idx = torch.arange(len(splits.train)), torch.arange(len(splits.test))
+    if max_items is not None:   # a seeded subset bounds the probes' memory on large latents
+        pick = torch.Generator().manual_seed(seed + 5)
+        if len(tr_idx) > max_items:
+            tr_idx = torch.randperm(len(tr_idx), generator=pick)[:max_items].sort().values
+        if len(te_idx) > max_items:
+            te_idx = torch.randperm(len(te_idx), generator=pick)[:max_items].sort().values
     dev = splits.train.images.device
     turned_train = source.views(splits.train, tr_idx.to(dev), torch.Generator().manual_seed(seed),
                                 device=dev)
@@ -169,7 +202,7 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
                 f["orbit_random"] = orbit_pooled(random_model, views, pool_over)
         feats.append(f)
     f_tt, f_ut, f_te = feats
-    y_tr, y_te = splits.train.labels, splits.test.labels
+    y_tr, y_te = splits.train.labels[tr_idx.to(dev)], splits.test.labels[te_idx.to(dev)]
     # parts that are the same features (z_v = z when every channel is variant, z_i = z and the
     # read-out = z_i when none is) share one probe: the probes are most of the evaluation's time
     variant = int(mask.sum())
@@ -231,7 +264,20 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
         elems = group.sample(8, torch.Generator().manual_seed(0)).to(x0.device)
     xs = x0.expand(elems.shape[0], *x0.shape[1:])
     orbit = None
-    if isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
+    if hasattr(source, "orbit"):   # rendered data: the plane's other rendered views are T_g x
+        item = int(torch.randint(len(splits.test), (1,),
+                                 generator=torch.Generator().manual_seed(cfg.eval.seed)))
+        x0s, truth, g_orbit = source.orbit(splits.test, item, 7, device=x0.device)
+        # first column: the view x itself (g = identity), then its plane's other poses
+        truth = torch.cat([x0s[:1], truth])
+        x0s = torch.cat([x0s[:1], x0s])
+        g_orbit = torch.cat([group.identity(1, device=x0.device), g_orbit])
+        p = fig_dir / "orbit.png"
+        figures.orbit_strip(truth, model(x0s, g_orbit), short_labels(group, g_orbit), p,
+                            f"{name}: one test view x (first column) and its plane's other "
+                            "rendered poses T_g x, vs D(Φ_g E x)")
+        written.append(p.name)
+    elif isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
         orbit = [("T_g x", group.act_image(xs, elems)), ("D(Φ_g E x)", model(xs, elems))]
         p = fig_dir / "orbit.png"
         figures.orbit_strip(orbit[0][1], orbit[1][1], short_labels(group, elems), p,
@@ -272,6 +318,23 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     p = fig_dir / "swap.png"
     figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)")
     written.append(p.name)
+    if hasattr(source, "swap_indices"):
+        # rendered data: the same grid on views whose truth can be drawn, beside that truth
+        ia, ib, sa, sb = source.swap_indices(splits.test, k, torch.Generator().manual_seed(
+            cfg.eval.seed + 4))
+        xa = source.on_sky(splits.test, ia, sa, device=pairs.x1.device)
+        xb = source.on_sky(splits.test, ib, sb, device=pairs.x1.device)
+        za, zb = model.encode(xa), model.encode(xb)
+        mixed = m * za[:, None] + (1 - m) * zb[None, :]
+        swapped = model.decode(mixed.flatten(0, 1)).view(k, k, *xa.shape[1:])
+        truth = source.on_sky(splits.test, ia.repeat_interleave(k), sb.repeat(k),
+                              device=pairs.x1.device).view(k, k, *xa.shape[1:])
+        p = fig_dir / "swap.png"
+        figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)")
+        p = fig_dir / "swap_truth.png"
+        figures.swap_grid(xa, xb, truth, p, f"{name}: truth: plane of row (its pose) on the sky "
+                          "of column")
+        written.append(p.name)
 
     history = read_jsonl(run_dir / "metrics.jsonl")
     p = fig_dir / "training_curves.png"
@@ -339,13 +402,16 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
                                              if splits.info.get("heldout") else "test split"),
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
-                               "best_epoch": run.checkpoint["epoch"]}
+                               "best_epoch": run.checkpoint["epoch"],
+                               "selected_by": f"validation {cfg.train.select}"}
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
+    metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),
+                                cfg.eval.seed + 3, device))
     metrics.update(mask_stats(model, run.paths.root))
     random_model = untrained_copy(model, cfg, run.checkpoint["input_shape"], cfg.eval.seed + 20)
     metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
-                          cfg.eval.probe_l2, random_model))
+                          cfg.eval.probe_l2, random_model, cfg.eval.probe_items))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
     with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
         if do_figs:
@@ -372,8 +438,8 @@ def summary_markdown(m: dict[str, Any]) -> str:
              + (f"; tested on {m['test_data']}" if m.get("test_data", "test split") != "test split"
                 else "")
              + f"; group {m['group']}; {m['n_pairs']} fixed test pairs without the identity; "
-             f"{m['epochs']} epochs, best validation loss at epoch {m['best_epoch']} (the model "
-             "evaluated).", "",
+             f"{m['epochs']} epochs, best {m.get('selected_by', 'validation loss')} at epoch "
+             f"{m['best_epoch']} (the model evaluated).", "",
              "| transformed image x̂2 vs x2 = T_g x1 | PSNR (dB) | SSIM | MSE |",
              "|---|---|---|---|",
              f"| model D(Φ_g(E x1)) | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'])} | "
@@ -386,6 +452,12 @@ def summary_markdown(m: dict[str, Any]) -> str:
         lines += [f"Dice (binary shapes, both thresholded at 0.5): model {_fmt(m['dice'])}, do "
                   f"nothing {_fmt(m.get('dice_identity'))}, mean target "
                   f"{_fmt(m.get('dice_mean_target'))}.", ""]
+    if "swap_psnr" in m:
+        lines += [f"Swap against the rendered truth (plane of A at A's pose on the sky of B, "
+                  f"{m.get('swap_pairs')} couples): decode(z_v of A, z_i of B) scores PSNR "
+                  f"{_fmt(m['swap_psnr'], 2)} dB, SSIM {_fmt(m.get('swap_ssim'))}; B itself "
+                  f"(right sky, wrong plane) {_fmt(m.get('swap_psnr_column'), 2)} dB, A itself "
+                  f"(right plane, wrong sky) {_fmt(m.get('swap_psnr_row'), 2)} dB.", ""]
     lines += [
              f"Plain autoencoding PSNR {_fmt(m['psnr_autoencode'], 2)} dB; told another pair's g, "
              f"the model scores {_fmt(m.get('psnr_wrong_g'), 2)} dB; PSNR from the mean MSE "

@@ -33,7 +33,14 @@ class ALDMask(ChannelMask):
 
     Forward uses the hard 0/1 mask; backward uses dσ(α)/dα, so the losses can move channels between
     the variant and invariant parts while every forward pass sees a clean split.
+
+    Exploration (not the paper's; used only when a trainer sets it): while :attr:`draw` holds
+    uniform numbers u (C,) and the module is training, the hard mask is 1[u < σ(α)], a
+    Bernoulli(σ(α)) draw, so the networks meet every undecided channel in both states
+    (``model.mask.sample_epochs``). :meth:`hard` and eval mode always use the threshold.
     """
+
+    draw: Tensor | None = None
 
     def __init__(self, channels: int, tau: float = 0.5, init_logit: float = 0.0,
                  init_std: float = 0.01, generator: torch.Generator | None = None):
@@ -47,9 +54,15 @@ class ALDMask(ChannelMask):
     def probabilities(self) -> Tensor:
         return torch.sigmoid(self.logits).detach()
 
+    def hard(self) -> Tensor:
+        return (torch.sigmoid(self.logits) > self.tau).to(self.logits.dtype).detach()
+
     def forward(self) -> Tensor:
         soft = torch.sigmoid(self.logits)
-        hard = (soft > self.tau).to(soft.dtype)
+        if self.draw is not None and self.training:
+            hard = (self.draw.to(soft) < soft).to(soft.dtype)
+        else:
+            hard = (soft > self.tau).to(soft.dtype)
         return hard + (soft - soft.detach())  # exactly 0/1 forward, dσ/dα backward
 
     def extra_repr(self) -> str:

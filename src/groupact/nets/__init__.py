@@ -17,6 +17,7 @@ from torch import nn
 from groupact.errors import ConfigError
 from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead, VectorTail,
                                 VolumeToMap, conv_decoder, conv_encoder)
+from groupact.nets.rendering import render_pair
 from groupact.nets.steerable import steerable_pair
 
 
@@ -139,6 +140,21 @@ def _conv2d_volume(spec: NetSpec):
     return enc, dec
 
 
+def _render_volume(spec: NetSpec):
+    """Dupont et al.'s equivariant neural rendering, CPU-sized (nets/rendering.py): the object
+    as ``channels`` feature volumes of (S/4)³, the background as ``channels`` more channels of
+    the same shape that skip the volume (full-resolution 2D features packed into fibres);
+    ``widths[0]`` is the 2D trunk width."""
+    if len(spec.input_shape) != 3 or spec.input_shape[1] != spec.input_shape[2] \
+            or spec.input_shape[1] % 16:
+        raise ConfigError(f"net 'render-volume' takes square images with a side divisible by "
+                          f"16; the data has shape {spec.input_shape}")
+    c, s = spec.input_shape[0], spec.input_shape[1]
+    full = max(1, (spec.channels // 2) * (s // 4) // 16)
+    return render_pair(c, s, width=spec.widths[0], object_channels=spec.channels,
+                       sky_channels=spec.channels, sky_full=full)
+
+
 def _steerable_polar(spec: NetSpec):
     if len(spec.input_shape) != 3 or spec.input_shape[1] != spec.input_shape[2]:
         raise ConfigError(f"net 'steerable-polar' takes square images (C, S, S); the data has "
@@ -164,6 +180,10 @@ NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, descripti
     "conv3d-vector": (_conv3d_vector, "Conv3d encoder + FC to a vector latent of k-vector fibres"),
     "conv2d-volume": (_conv2d_volume, "conv encoder whose latent is C small 3D volumes "
                                       "(SO(3) on pictures of 3D objects)"),
+    "render-volume": (_render_volume, "neural rendering for objects on a background (Dupont et "
+                                      "al. 2020): 2D ResNet → inverse projection → C feature "
+                                      "volumes (S/4)³, plus C background channels that skip "
+                                      "the volume; decoder composites object over background"),
     "steerable-polar": (_steerable_polar, "SO(2)-steerable: polar sampling, wrap-around convs, "
                                           "C channels × rings × 2K+1 angular Fourier "
                                           "coefficients (action.kind=steerable)"),

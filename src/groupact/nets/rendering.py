@@ -1,0 +1,160 @@
+"""A neural-rendering autoencoder for pictures of 3D objects on a background (planes in the sky).
+
+After the Equivariant Neural Rendering design (Dupont et al., ICML 2020,
+apple/ml-equivariant-neural-rendering): a 2D ResNet encoder, a 1×1 "inverse projection" whose
+output channels are reshaped into a feature volume, 3D residual blocks, the turn (here: the
+latent action, outside the net), 3D residual blocks, a "projection" (depth folded back into
+channels, 1×1 conv) and a 2D ResNet decoder. Sized for a CPU: a 16³ volume with few channels.
+
+The background is what the group leaves alone, so it travels in separate latent channels that
+skip the volume: a full-resolution 2D branch (64² features packed losslessly into 16³ "fibres"
+by pixel-unshuffle) plus the 16² trunk features, also packed. The decoder paints the object
+(colour + alpha) from the volume channels and the background from the sky channels, and
+composites one over the other. All channels are (16, 16, 16) fibres, so the mask and the
+spatial action treat them alike: the learned mask has to find that the sky channels are the
+invariant ones (turning them scrambles the sky) and the volume channels the variant ones.
+
+Volume axis convention. The latent action turns volumes in index order (d, h, w)
+(:mod:`groupact.groups.rotations3d`); rendered pairs give g in the camera frame (x right, y up,
+z towards the viewer; :mod:`groupact.data.render`). The encoder therefore lays its volume out
+as (x, y, z) = (image column, image row flipped, depth), so the camera-frame g turns it
+directly; the decoder undoes that layout before projecting. The ``object_channels`` first
+channels are volumes, the ``sky_channels`` after them carry the background.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _groups(c: int) -> int:
+    for g in (8, 4, 2, 1):
+        if c % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv → GroupNorm → SiLU → conv, plus the input (2D or 3D)."""
+
+    def __init__(self, channels: int, dims: int = 2):
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.body = nn.Sequential(
+            nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
+            conv(channels, channels, 3, 1, 1),
+            nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
+            conv(channels, channels, 3, 1, 1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def to_camera_layout(v: Tensor) -> Tensor:
+    """(B, C, z, row, col) → (B, C, x, y, z): index order = camera axes (x right, y up, z)."""
+    return v.permute(0, 1, 4, 3, 2).flip(3)
+
+
+def from_camera_layout(v: Tensor) -> Tensor:
+    """The inverse of :func:`to_camera_layout`."""
+    return v.flip(3).permute(0, 1, 4, 3, 2)
+
+
+class RenderEncoder(nn.Module):
+    """Image (B, 3, S, S) → latent (B, object_channels + sky_channels, S/4, S/4, S/4)."""
+
+    def __init__(self, in_channels: int = 3, size: int = 64, width: int = 32,
+                 object_channels: int = 8, sky_channels: int = 8, sky_full: int = 4,
+                 blocks3d: int = 1):
+        super().__init__()
+        if size % 4:
+            raise ValueError(f"image side must be a multiple of 4, got {size}")
+        v = size // 4
+        self.v, self.co, self.cs, self.sky_full = v, object_channels, sky_channels, sky_full
+        low_feats = (sky_channels - self._full_vols()) * v
+        if low_feats <= 0:
+            raise ValueError("sky_channels must exceed the full-resolution sky volumes "
+                             f"({self._full_vols()})")
+        self.low_feats = low_feats
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(width),          # S/2
+            nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2 * width),        # S/4
+            ResBlock(2 * width), nn.GroupNorm(_groups(2 * width), 2 * width), nn.SiLU())
+        self.inverse_projection = nn.Conv2d(2 * width, object_channels * v, 1)
+        self.blocks3d = nn.Sequential(*[ResBlock(object_channels, 3) for _ in range(blocks3d)])
+        self.sky_low = nn.Conv2d(2 * width, low_feats, 1)
+        self.sky_hi = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1), nn.SiLU(),
+                                    nn.Conv2d(16, sky_full, 3, 1, 1))
+
+    def _full_vols(self) -> int:
+        # sky_full maps of S² = sky_full·16·v² values = sky_full·16/v volumes of v³
+        return self.sky_full * 16 // self.v
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, v = x.shape[0], self.v
+        h = self.trunk(x)
+        vol = self.inverse_projection(h).view(B, self.co, v, v, v)      # (z, row, col)
+        vol = self.blocks3d(to_camera_layout(vol))
+        low = self.sky_low(h).reshape(B, -1, v, v, v)
+        hi = F.pixel_unshuffle(self.sky_hi(x), 4).reshape(B, -1, v, v, v)
+        return torch.cat([vol, hi, low], 1)
+
+
+class RenderDecoder(nn.Module):
+    """Latent → image: the object (colour + alpha) from the volume channels, composited over
+    the background painted from the sky channels."""
+
+    def __init__(self, out_channels: int = 3, size: int = 64, width: int = 32,
+                 object_channels: int = 8, sky_channels: int = 8, sky_full: int = 4,
+                 blocks3d: int = 1):
+        super().__init__()
+        v = size // 4
+        self.v, self.co, self.cs, self.sky_full = v, object_channels, sky_channels, sky_full
+        self.n_hi = sky_full * 16 // v
+        self.blocks3d = nn.Sequential(*[ResBlock(object_channels, 3) for _ in range(blocks3d)])
+        self.projection = nn.Sequential(nn.Conv2d(object_channels * v, 2 * width, 1),
+                                        ResBlock(2 * width), ResBlock(2 * width))
+        self.up = nn.Sequential(
+            nn.GroupNorm(_groups(2 * width), 2 * width), nn.SiLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), ResBlock(width),    # S/2
+            nn.GroupNorm(_groups(width), width), nn.SiLU(),
+            nn.ConvTranspose2d(width, 16, 4, 2, 1), nn.SiLU(),                 # S
+            nn.Conv2d(16, out_channels + 1, 3, 1, 1))
+        low_feats = (sky_channels - self.n_hi) * v
+        self.sky_up = nn.Sequential(nn.ConvTranspose2d(low_feats, 32, 4, 2, 1), nn.SiLU(),
+                                    nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.SiLU())
+        self.sky_out = nn.Sequential(nn.Conv2d(16 + sky_full, 16, 3, 1, 1), nn.SiLU(),
+                                     nn.Conv2d(16, out_channels, 3, 1, 1))
+        self.out = nn.Sigmoid()        # init_output_bias finds this and the sky head's bias
+
+    def parts(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(object colour, object alpha, background), each in [0, 1]."""
+        B, v = z.shape[0], self.v
+        vol = from_camera_layout(self.blocks3d(z[:, :self.co]))
+        h = self.projection(vol.reshape(B, self.co * v, v, v))
+        o = self.up(h)
+        rgb, alpha = torch.sigmoid(o[:, :-1]), torch.sigmoid(o[:, -1:])
+        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
+        low = z[:, self.co + self.n_hi:].reshape(B, -1, v, v)
+        sky = self.out(self.sky_out(torch.cat([self.sky_up(low), hi], 1)))
+        return rgb, alpha, sky
+
+    def forward(self, z: Tensor) -> Tensor:
+        rgb, alpha, sky = self.parts(z)
+        return alpha * rgb + (1 - alpha) * sky
+
+
+def render_pair(in_channels: int, size: int, width: int = 32, object_channels: int = 8,
+                sky_channels: int = 8, sky_full: int = 4, blocks3d: int = 1
+                ) -> tuple[RenderEncoder, RenderDecoder]:
+    kw = dict(size=size, width=width, object_channels=object_channels,
+              sky_channels=sky_channels, sky_full=sky_full, blocks3d=blocks3d)
+    return RenderEncoder(in_channels, **kw), RenderDecoder(in_channels, **kw)
+
+
+__all__ = ["RenderDecoder", "RenderEncoder", "ResBlock", "from_camera_layout", "render_pair",
+           "to_camera_layout"]
