@@ -86,6 +86,7 @@ class ModelConfig:
     blocks: int = 2                # res2d/res3d: ResBlocks in the encoder and in the decoder
     factor: int = 2                # res2d/res3d: space-to-depth factor (latent side = side/factor)
     ball: bool = False             # res2d/res3d: latent masked to the inscribed ball/disc
+    out_margin: float = 0.0        # res2d/res3d: output σ stretched by this, clamped to [0, 1]
     init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
     readout: str = "invariant"     # features offered downstream: invariant | z | zi | zv
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -113,6 +114,7 @@ class TrainConfig:
     progress: bool = True
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
     checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)
+    select: str = "val_loss"       # best.pt: lowest val_loss (the paper) | val_recon
 
 
 @dataclass

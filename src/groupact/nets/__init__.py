@@ -34,6 +34,7 @@ class NetSpec:
     blocks: int = 2          # res2d/res3d: ResBlocks in the encoder and in the decoder
     factor: int = 2          # res2d/res3d: space-to-depth factor (latent side = side / factor)
     ball: bool = False       # res2d/res3d: mask the latent to the inscribed ball (rotations)
+    out_margin: float = 0.0  # res2d/res3d: output σ stretched by this and clamped (0: plain σ)
 
 
 Builder = Callable[[NetSpec], tuple[nn.Module, nn.Module]]
@@ -168,8 +169,11 @@ def _residual(spec: NetSpec, dims: int, name: str):
     if spec.blocks < 0:
         raise ConfigError(f"net '{name}': model.blocks must be 0 or more; got {spec.blocks}")
     width = spec.widths[0] if spec.widths else 32
+    if not 0.0 <= spec.out_margin < 0.5:
+        raise ConfigError(f"net '{name}': model.out_margin must lie in [0, 0.5); got "
+                          f"{spec.out_margin}")
     return residual_pair(dims, c, sides[0], width, spec.channels, spec.blocks, spec.factor,
-                         spec.ball)
+                         spec.ball, spec.out_margin)
 
 
 def _res2d(spec: NetSpec):
@@ -232,7 +236,10 @@ def init_output_bias(decoder: nn.Module, mean: float) -> None:
         raise ConfigError("model.init_output_bias needs a decoder whose biased conv/linear layer "
                           "feeds a Sigmoid or Tanh output; set model.init_output_bias=false")
     p = min(max(mean, 1e-3), 1 - 1e-3)
-    value = math.log(p / (1 - p)) if isinstance(squash, nn.Sigmoid) else math.atanh(2 * p - 1)
+    if hasattr(squash, "inverse"):     # a squashing that knows its own inverse (ClampedSigmoid)
+        value = squash.inverse(p)
+    else:
+        value = math.log(p / (1 - p)) if isinstance(squash, nn.Sigmoid) else math.atanh(2 * p - 1)
     with torch.no_grad():
         layers[-1].bias.fill_(value)
 

@@ -139,6 +139,38 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+class ClampedSigmoid(nn.Sigmoid):
+    """σ stretched to [−margin, 1 + margin] and clamped to [0, 1], the clamp passed straight
+    through in the backward pass.
+
+    A sigmoid reaches 0 only at −∞, and MSE pushes its tail there ever more slowly (the gradient
+    at output p is ~2p²): trained for minutes, a black background stays at 0.01–0.03, which
+    costs little PSNR but most of the SSIM of a binary mask (measured on adrenal3d-so3 after one
+    epoch: SSIM 0.32, 0.82 with those values set to 0). Stretched and clamped, the output is
+    exactly 0 (or 1) once it crosses the margin; the straight-through gradient keeps a pixel that
+    is clamped on the wrong side learning. ``margin=0`` is the plain sigmoid.
+    """
+
+    def __init__(self, margin: float = 0.0):
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.sigmoid(x)
+        if self.margin == 0.0:
+            return y
+        y = (1 + 2 * self.margin) * y - self.margin
+        return y + (y.clamp(0.0, 1.0) - y).detach()
+
+    def inverse(self, p: float) -> float:
+        """The pre-activation whose output is the pixel value ``p`` in (0, 1)."""
+        q = (p + self.margin) / (1 + 2 * self.margin)
+        return math.log(q / (1 - q))
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+
 def residual_encoder(dims: int, in_channels: int, side: int, width: int, latent_channels: int,
                      blocks: int = 2, factor: int = 2, ball: bool = True) -> nn.Sequential:
     """Space-to-depth by ``factor``, a 3×3 conv to ``width``, ``blocks`` ResBlocks, GN, SiLU,
@@ -154,25 +186,27 @@ def residual_encoder(dims: int, in_channels: int, side: int, width: int, latent_
 
 
 def residual_decoder(dims: int, out_channels: int, side: int, width: int, latent_channels: int,
-                     blocks: int = 2, factor: int = 2, ball: bool = True) -> nn.Sequential:
+                     blocks: int = 2, factor: int = 2, ball: bool = True,
+                     margin: float = 0.0) -> nn.Sequential:
     """The mirror of :func:`residual_encoder`, acting after the latent action: (ball mask), a
     3×3 conv to ``width``, ``blocks`` ResBlocks, GN, SiLU, a 1×1 conv to out·factor^d channels
-    (its bias is the output bias), depth-to-space, sigmoid: pixels in [0, 1]."""
+    (its bias is the output bias), depth-to-space, sigmoid (``margin`` > 0: the
+    :class:`ClampedSigmoid`): pixels in [0, 1]."""
     conv = _conv(dims)
     layers: list[nn.Module] = [BallMask(side // factor, dims)] if ball else []
     layers.append(conv(latent_channels, width, 3, padding=1))
     layers += [ResBlock(dims, width) for _ in range(blocks)]
     layers += [nn.GroupNorm(_groups(width), width), nn.SiLU(),
-               conv(width, out_channels * factor ** dims, 1), DepthToSpace(factor), nn.Sigmoid()]
+               conv(width, out_channels * factor ** dims, 1), DepthToSpace(factor), ClampedSigmoid(margin)]
     return nn.Sequential(*layers)
 
 
 def residual_pair(dims: int, channels: int, side: int, width: int, latent_channels: int,
-                  blocks: int = 2, factor: int = 2, ball: bool = True):
+                  blocks: int = 2, factor: int = 2, ball: bool = True, margin: float = 0.0):
     """(encoder, decoder) for inputs (channels, side, …, side)."""
     args = (dims, channels, side, width, latent_channels, blocks, factor, ball)
-    return residual_encoder(*args), residual_decoder(*args)
+    return residual_encoder(*args), residual_decoder(*args, margin=margin)
 
 
-__all__ = ["BallMask", "DepthToSpace", "ResBlock", "SpaceToDepth", "ball_mask", "depth_to_space",
+__all__ = ["BallMask", "ClampedSigmoid", "DepthToSpace", "ResBlock", "SpaceToDepth", "ball_mask", "depth_to_space",
            "residual_decoder", "residual_encoder", "residual_pair", "space_to_depth"]
