@@ -95,20 +95,3 @@ def test_sample_epochs_explore_then_stop(tmp_path):
     tr = train_run(cfg, tmp_path / "run", log=lambda *_: None)
     assert tr.model.mask.draw is None
 
-
-def test_select_recon_keeps_the_epoch_with_the_lowest_validation_reconstruction(tmp_path):
-    import json
-    from groupact.config import check_ranges
-    from groupact.train import train_run
-    cfg = load_config("rotmnist-c4", TINY[:-1] + ["train.epochs=2", "train.select=recon"])
-    tr = train_run(cfg, tmp_path / "run", log=lambda *_: None)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
-            .splitlines()]
-    best = min(rows, key=lambda r: r["val_recon"])
-    assert tr.best_epoch == best["epoch"]
-    try:
-        check_ranges(load_config("rotmnist-c4", ["train.select=psnr"]))
-    except ConfigError as e:
-        assert "loss or recon" in str(e)
-    else:
-        raise AssertionError("accepted an unknown train.select")

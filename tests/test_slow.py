@@ -47,14 +47,19 @@ def test_blocked_mnist_c4_puts_the_block_in_zi(tmp_path):
 
 def test_brain3d_so3_uses_the_rotation(tmp_path):
     """The 3D recipe learns to turn volumes: it beats both doing nothing and the same model told
-    another pair's rotation (a model that ignored g would score the same there)."""
+    another pair's rotation (a model that ignored g would score the same there).
+
+    The res3d latent (32×16³ for 32³ volumes) carries detail finer than its own grid, which a
+    trilinear turn of the 16³ volumes cannot move exactly: its relative equivariance error is
+    about 0.1 (0.14 on adrenal3d-so3 at the recipe's default), where the old 8³ conv3d latent
+    held only smooth features (0.005) and decoded blobs."""
     cfg = load_config("brain3d-so3", ["train.epochs=12", "train.progress=false",
                                       "eval.figures=false", "eval.probe_steps=10"])
     train_run(cfg, tmp_path / "run", log=lambda *_: None)
     m = evaluate_run(tmp_path / "run", log=lambda *_: None)
     assert m["psnr"] > m["psnr_identity"] + 3.0, m
     assert m["psnr"] > m["psnr_wrong_g"] + 3.0, m
-    assert m["equiv_error"] < 0.05, m
+    assert m["equiv_error"] < 0.3, m
 
 
 def test_rotmnist_so2_steerable_turns_by_any_angle(tmp_path):

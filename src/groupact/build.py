@@ -44,7 +44,8 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...],
     mc = cfg.model
     spec = NetSpec(tuple(input_shape), channels=mc.channels, widths=tuple(mc.widths),
                    latent_dim=mc.latent_dim, fibre=mc.fibre,
-                   frequencies=mc.frequencies)
+                   frequencies=mc.frequencies, blocks=mc.blocks, factor=mc.factor,
+                   ball=mc.ball, out_margin=mc.out_margin)
     torch.manual_seed(cfg.train.seed)
     entry = net_entry(mc.net)
     encoder, decoder = entry.build(spec)

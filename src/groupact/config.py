@@ -87,6 +87,10 @@ class ModelConfig:
     latent_dim: int = 24
     fibre: int = 2
     frequencies: int = 8           # steerable-polar: angular frequencies K per ring (fibre 2K+1)
+    blocks: int = 2                # res2d/res3d: ResBlocks in the encoder and in the decoder
+    factor: int = 2                # res2d/res3d: space-to-depth factor (latent side = side/factor)
+    ball: bool = False             # res2d/res3d: latent masked to the inscribed ball/disc
+    out_margin: float = 0.0        # res2d/res3d: output σ stretched by this, clamped to [0, 1]
     init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
     readout: str = "invariant"     # features offered downstream: invariant | z | zi | zv
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -114,7 +118,7 @@ class TrainConfig:
     progress: bool = True
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
     checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)
-    select: str = "loss"           # best checkpoint by validation loss (the paper's) | recon
+    select: str = "val_loss"       # best.pt: lowest val_loss (the paper) | val_recon
 
 
 @dataclass
@@ -385,6 +389,8 @@ def check_ranges(cfg: Config) -> None:
         (g.b_max >= 0.0, f"group.b_max must be 0 or more; got {g.b_max}"),
         (m.channels >= 1, f"model.channels must be 1 or more; got {m.channels}"),
         (all(w >= 1 for w in m.widths), f"model.widths must all be 1 or more; got {m.widths}"),
+        (m.blocks >= 0, f"model.blocks must be 0 or more; got {m.blocks}"),
+        (m.factor >= 1, f"model.factor must be 1 or more; got {m.factor}"),
         (m.latent_dim >= 1, f"model.latent_dim must be 1 or more; got {m.latent_dim}"),
         (m.fibre >= 1, f"model.fibre must be 1 or more; got {m.fibre}"),
         (0.0 < m.mask.tau < 1.0, f"model.mask.tau must lie in (0, 1); got {m.mask.tau}"),
@@ -392,8 +398,6 @@ def check_ranges(cfg: Config) -> None:
          f"{m.mask.init_std}"),
         (0.0 <= m.mask.variant_fraction <= 1.0,
          f"model.mask.variant_fraction must lie in [0, 1]; got {m.mask.variant_fraction}"),
-        (cfg.train.select in ("loss", "recon"), f"train.select must be loss or recon; got "
-         f"{cfg.train.select!r}"),
         (m.mask.estimator in ("ste", "flip"), f"model.mask.estimator must be ste or flip; got "
          f"{m.mask.estimator!r}"),
         (m.mask.sample_epochs >= 0, f"model.mask.sample_epochs must be 0 or more; got "

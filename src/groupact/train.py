@@ -55,6 +55,10 @@ RESUMABLE_KEYS = frozenset({
     "train.checkpoint_every", "eval.n_pairs", "eval.probe_steps", "eval.probe_l2", "eval.figures"})
 
 
+#: train.select → the validation number whose lowest value picks best.pt
+SELECT_KEYS = {"val_loss": "val_loss", "val_recon": "val_recon"}
+
+
 def resolve_device(name: str, key: str = "train.device") -> torch.device:
     """``auto`` → cuda, then mps, then cpu; anything else is passed to torch, and refused with
     the real cause (unknown name, no such GPU) before any checkpoint is read."""
@@ -121,6 +125,8 @@ def check_train_config(t: TrainConfig) -> None:
         (t.threads >= 0, f"train.threads must be 0 (torch's default) or more; got {t.threads}"),
         (t.checkpoint_every >= 0,
          f"train.checkpoint_every must be 0 (epoch ends only) or more; got {t.checkpoint_every}"),
+        (t.select in SELECT_KEYS, f"train.select must be one of {', '.join(SELECT_KEYS)}; got "
+         f"{str(t.select)[:40]!r}"),
         (t.val_pairs is None or t.val_pairs >= 1,
          f"train.val_pairs must be 1 or more (or null for all); got {t.val_pairs}"),
     ]
@@ -491,12 +497,10 @@ class Trainer:
                   "pairs_per_s": round(len(self.splits.train) / max(seconds, 1e-9), 1),
                   "lr": self.opt.param_groups[0]["lr"], **train_stats, **val_stats,
                   **mask_record(self.model)}
-        # select=recon: the validation reconstruction error alone, for runs whose mask moves
-        # channels between the latent terms (their sum then measures different things per epoch)
-        score = val_stats["val_recon" if self.cfg.train.select == "recon" else "val_loss"]
-        improved = score < self.best_val
+        key = SELECT_KEYS[self.cfg.train.select]
+        improved = val_stats[key] < self.best_val
         if improved:
-            self.best_val, self.best_epoch = score, self.epoch
+            self.best_val, self.best_epoch = val_stats[key], self.epoch
         record["best"] = improved
         self.batch, self._sums, self._gen = 0, {}, None
         self.last_record = record

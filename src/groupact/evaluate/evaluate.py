@@ -347,6 +347,10 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     return written
 
 
+#: train.select → how the summary names the number that picked the evaluated checkpoint
+SELECTED_BY = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
+
+
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                  device: str = "cpu", log: Callable[[str], None] = print,
                  figures_on: bool | None = None,
@@ -403,7 +407,7 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"],
-                               "selected_by": f"validation {cfg.train.select}"}
+                               "selected_by": SELECTED_BY.get(cfg.train.select, cfg.train.select)}
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),

@@ -18,6 +18,7 @@ from groupact.errors import ConfigError
 from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead, VectorTail,
                                 VolumeToMap, conv_decoder, conv_encoder)
 from groupact.nets.rendering import render_pair
+from groupact.nets.residual import residual_pair
 from groupact.nets.steerable import steerable_pair
 
 
@@ -31,6 +32,10 @@ class NetSpec:
     latent_dim: int = 24
     fibre: int = 2
     frequencies: int = 8
+    blocks: int = 2          # res2d/res3d: ResBlocks in the encoder and in the decoder
+    factor: int = 2          # res2d/res3d: space-to-depth factor (latent side = side / factor)
+    ball: bool = False       # res2d/res3d: mask the latent to the inscribed ball (rotations)
+    out_margin: float = 0.0  # res2d/res3d: output σ stretched by this and clamped (0: plain σ)
 
 
 Builder = Callable[[NetSpec], tuple[nn.Module, nn.Module]]
@@ -166,6 +171,35 @@ def _steerable_polar(spec: NetSpec):
         raise ConfigError(f"net 'steerable-polar': {e} (lower model.frequencies)") from None
 
 
+def _residual(spec: NetSpec, dims: int, name: str):
+    """res2d/res3d: space-to-depth, GroupNorm ResBlocks, (ball-masked) latent, depth-to-space."""
+    if len(spec.input_shape) != dims + 1:
+        kind = "images (C, H, W)" if dims == 2 else "volumes (C, D, H, W)"
+        raise ConfigError(f"net '{name}' takes {kind}; the data has shape {spec.input_shape}")
+    c, *sides = spec.input_shape
+    if len(set(sides)) != 1:
+        raise ConfigError(f"net '{name}' takes square/cubic inputs; the data has sides {sides}")
+    if spec.factor < 1 or sides[0] % spec.factor:
+        raise ConfigError(f"net '{name}': model.factor={spec.factor} must divide the side "
+                          f"{sides[0]}")
+    if spec.blocks < 0:
+        raise ConfigError(f"net '{name}': model.blocks must be 0 or more; got {spec.blocks}")
+    width = spec.widths[0] if spec.widths else 32
+    if not 0.0 <= spec.out_margin < 0.5:
+        raise ConfigError(f"net '{name}': model.out_margin must lie in [0, 0.5); got "
+                          f"{spec.out_margin}")
+    return residual_pair(dims, c, sides[0], width, spec.channels, spec.blocks, spec.factor,
+                         spec.ball, spec.out_margin)
+
+
+def _res2d(spec: NetSpec):
+    return _residual(spec, 2, "res2d")
+
+
+def _res3d(spec: NetSpec):
+    return _residual(spec, 3, "res3d")
+
+
 NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, description) pair)
     "authors-mnist": NetEntry(_authors_mnist, "the paper's MNIST net as published: conv 1→32→64 "
                               "(4×4, stride 2, LeakyReLU after each), 64×7×7 latent, mirrored "
@@ -176,6 +210,14 @@ NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, descripti
                               "as (latent_dim/fibre)×fibre vectors"),
     "conv2d": (_conv2d, "stride-2 conv encoder/decoder for images; latent C×(H/2^L)×(W/2^L)"),
     "conv3d": (_conv3d, "stride-2 Conv3d encoder/decoder for volumes; latent C×small volume"),
+    "res2d": (_res2d, "residual net for images: space-to-depth by model.factor, "
+                      "model.blocks GroupNorm ResBlocks of width model.widths[0] before and after "
+                      "the latent action, C×(H/f)×(W/f) latent (model.ball: masked to the "
+                      "inscribed disc), depth-to-space out; no transposed convs"),
+    "res3d": (_res3d, "residual net for volumes: space-to-depth by model.factor, model.blocks "
+                      "GroupNorm ResBlocks of width model.widths[0] before and after the latent "
+                      "action, C×(S/f)³ latent (model.ball: masked to the inscribed ball), "
+                      "depth-to-space out; no transposed convs"),
     "conv2d-vector": (_conv2d_vector, "conv encoder + FC to a vector latent of k-vector fibres"),
     "conv3d-vector": (_conv3d_vector, "Conv3d encoder + FC to a vector latent of k-vector fibres"),
     "conv2d-volume": (_conv2d_volume, "conv encoder whose latent is C small 3D volumes "
@@ -214,7 +256,10 @@ def init_output_bias(decoder: nn.Module, mean: float) -> None:
         raise ConfigError("model.init_output_bias needs a decoder whose biased conv/linear layer "
                           "feeds a Sigmoid or Tanh output; set model.init_output_bias=false")
     p = min(max(mean, 1e-3), 1 - 1e-3)
-    value = math.log(p / (1 - p)) if isinstance(squash, nn.Sigmoid) else math.atanh(2 * p - 1)
+    if hasattr(squash, "inverse"):     # a squashing that knows its own inverse (ClampedSigmoid)
+        value = squash.inverse(p)
+    else:
+        value = math.log(p / (1 - p)) if isinstance(squash, nn.Sigmoid) else math.atanh(2 * p - 1)
     with torch.no_grad():
         layers[-1].bias.fill_(value)
 
