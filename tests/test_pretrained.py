@@ -13,7 +13,8 @@ from groupact.io import verify_checksums
 from groupact.runs import load_run
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
-DATASETS = ["rotmnist", "blocked", "rotmnist-so2", "blocked-so2", "brain3d", "adrenal3d", "planes"]
+DATASETS = ["rotmnist", "blocked", "rotmnist-so2", "blocked-so2", "brain3d", "adrenal3d", "contrast",
+            "planes"]
 
 
 def test_every_file_matches_its_recorded_checksum():
@@ -91,3 +92,32 @@ def test_the_so2_model_turns_test_digits_by_any_angle():
     for degrees in (30.0, 45.0, 137.0):
         g = torch.full((32,), degrees * torch.pi / 180)
         assert float(psnr(model.transform(digits, g), model.group.act_image(digits, g)).mean()) > 26
+
+
+@pytest.mark.parametrize("name, bars", [
+    # the bars for the shipped models, on the first 24 of the protocol's fixed test pairs
+    # (the whole test split is measured by `groupact evaluate`, docs/RESULTS.md)
+    ("brain3d", {"ssim": 0.85, "psnr_over_mean_target": 5.0}),
+    ("adrenal3d", {"dice": 0.75, "ssim_over_identity": 0.15}),
+    ("contrast", {"psnr_over_identity": 3.0, "ssim_over_identity": 0.0}),
+])
+def test_the_shipped_volume_and_contrast_models_meet_their_bars(name, bars, tmp_path, monkeypatch):
+    from groupact.data import build_pair_source, load_data
+    from groupact.evaluate.evaluate import image_metrics
+    from groupact.evaluate.views3d import looks_binary
+    from groupact.train import fixed_pairs
+
+    monkeypatch.setenv("GROUPACT_CACHE", str(tmp_path / "cache"))
+    run = load_run(PRETRAINED / name)
+    splits = load_data(run.cfg.data)
+    assert splits.fingerprint() == run.checkpoint["data_fingerprint"]
+    source = build_pair_source(run.cfg, run.model.group, splits)
+    pairs = fixed_pairs(source, splits.test, 24, run.cfg.eval.seed, True, torch.device("cpu"))
+    with torch.no_grad():
+        m = image_metrics(run.model, pairs, looks_binary(splits.test.images))
+    got = {"ssim": m["ssim"], "dice": m.get("dice"),
+           "psnr_over_mean_target": m["psnr"] - m["psnr_mean_target"],
+           "psnr_over_identity": m["psnr"] - m["psnr_identity"],
+           "ssim_over_identity": m["ssim"] - m["ssim_identity"]}
+    for key, bar in bars.items():
+        assert got[key] >= bar, (key, got)
