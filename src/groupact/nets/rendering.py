@@ -28,30 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _groups(c: int) -> int:
-    for g in (8, 4, 2, 1):
-        if c % g == 0:
-            return g
-    return 1
-
-
-class ResBlock(nn.Module):
-    """GroupNorm → SiLU → conv → GroupNorm → SiLU → conv, plus the input (2D or 3D)."""
-
-    def __init__(self, channels: int, dims: int = 2):
-        super().__init__()
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        self.body = nn.Sequential(
-            nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
-            conv(channels, channels, 3, 1, 1),
-            nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
-            conv(channels, channels, 3, 1, 1))
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+from groupact.nets.residual import ResBlock, group_count
 
 
 def to_camera_layout(v: Tensor) -> Tensor:
@@ -81,11 +58,11 @@ class RenderEncoder(nn.Module):
                              f"({self._full_vols()})")
         self.low_feats = low_feats
         self.trunk = nn.Sequential(
-            nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(width),          # S/2
-            nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2 * width),        # S/4
-            ResBlock(2 * width), nn.GroupNorm(_groups(2 * width), 2 * width), nn.SiLU())
+            nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(2, width),          # S/2
+            nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2, 2 * width),        # S/4
+            ResBlock(2, 2 * width), nn.GroupNorm(group_count(2 * width), 2 * width), nn.SiLU())
         self.inverse_projection = nn.Conv2d(2 * width, object_channels * v, 1)
-        self.blocks3d = nn.Sequential(*[ResBlock(object_channels, 3) for _ in range(blocks3d)])
+        self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
         self.sky_low = nn.Conv2d(2 * width, low_feats, 1)
         self.sky_hi = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1), nn.SiLU(),
                                     nn.Conv2d(16, sky_full, 3, 1, 1))
@@ -115,13 +92,13 @@ class RenderDecoder(nn.Module):
         v = size // 4
         self.v, self.co, self.cs, self.sky_full = v, object_channels, sky_channels, sky_full
         self.n_hi = sky_full * 16 // v
-        self.blocks3d = nn.Sequential(*[ResBlock(object_channels, 3) for _ in range(blocks3d)])
+        self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
         self.projection = nn.Sequential(nn.Conv2d(object_channels * v, 2 * width, 1),
-                                        ResBlock(2 * width), ResBlock(2 * width))
+                                        ResBlock(2, 2 * width), ResBlock(2, 2 * width))
         self.up = nn.Sequential(
-            nn.GroupNorm(_groups(2 * width), 2 * width), nn.SiLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), ResBlock(width),    # S/2
-            nn.GroupNorm(_groups(width), width), nn.SiLU(),
+            nn.GroupNorm(group_count(2 * width), 2 * width), nn.SiLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), ResBlock(2, width),    # S/2
+            nn.GroupNorm(group_count(width), width), nn.SiLU(),
             nn.ConvTranspose2d(width, 16, 4, 2, 1), nn.SiLU(),                 # S
             nn.Conv2d(16, out_channels + 1, 3, 1, 1))
         low_feats = (sky_channels - self.n_hi) * v

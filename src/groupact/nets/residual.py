@@ -115,7 +115,9 @@ class BallMask(nn.Module):
         return x * self.mask.to(x.dtype)
 
 
-def _groups(width: int, wanted: int = 8) -> int:
+def group_count(width: int, wanted: int = 8) -> int:
+    """GroupNorm groups for ``width`` channels: the largest divisor of ``width`` up to ``wanted``
+    among powers of two (8 for the usual widths)."""
     return math.gcd(width, wanted)
 
 
@@ -130,8 +132,8 @@ class ResBlock(nn.Module):
         super().__init__()
         conv = _conv(dims)
         self.body = nn.Sequential(
-            nn.GroupNorm(_groups(width), width), nn.SiLU(), conv(width, width, 3, padding=1),
-            nn.GroupNorm(_groups(width), width), nn.SiLU(), conv(width, width, 3, padding=1))
+            nn.GroupNorm(group_count(width), width), nn.SiLU(), conv(width, width, 3, padding=1),
+            nn.GroupNorm(group_count(width), width), nn.SiLU(), conv(width, width, 3, padding=1))
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
 
@@ -179,7 +181,7 @@ def residual_encoder(dims: int, in_channels: int, side: int, width: int, latent_
     layers: list[nn.Module] = [SpaceToDepth(factor),
                                conv(in_channels * factor ** dims, width, 3, padding=1)]
     layers += [ResBlock(dims, width) for _ in range(blocks)]
-    layers += [nn.GroupNorm(_groups(width), width), nn.SiLU(), conv(width, latent_channels, 1)]
+    layers += [nn.GroupNorm(group_count(width), width), nn.SiLU(), conv(width, latent_channels, 1)]
     if ball:
         layers.append(BallMask(side // factor, dims))
     return nn.Sequential(*layers)
@@ -196,7 +198,7 @@ def residual_decoder(dims: int, out_channels: int, side: int, width: int, latent
     layers: list[nn.Module] = [BallMask(side // factor, dims)] if ball else []
     layers.append(conv(latent_channels, width, 3, padding=1))
     layers += [ResBlock(dims, width) for _ in range(blocks)]
-    layers += [nn.GroupNorm(_groups(width), width), nn.SiLU(),
+    layers += [nn.GroupNorm(group_count(width), width), nn.SiLU(),
                conv(width, out_channels * factor ** dims, 1), DepthToSpace(factor), ClampedSigmoid(margin)]
     return nn.Sequential(*layers)
 
