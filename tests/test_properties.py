@@ -73,8 +73,9 @@ def wrong_value_of(tp) -> st.SearchStrategy:
         return wrong_value_of(inner)
     words = st.text(alphabet=string.ascii_letters, min_size=1, max_size=8).filter(
         lambda w: w.lower() not in {"nan", "inf", "infinity"})
-    if origin is list:
-        return st.integers() | words | st.lists(words, min_size=1, max_size=3)
+    if origin is list:  # not a list at all, or a list holding a wrong item
+        (inner,) = typing.get_args(tp)
+        return st.integers() | words | st.lists(wrong_value_of(inner), min_size=1, max_size=3)
     return {bool: st.integers() | words | st.lists(st.booleans(), max_size=2),
             int: words | st.booleans() | st.floats(0.01, 0.99) | st.lists(st.integers(), max_size=2),
             float: words | st.booleans() | st.lists(st.floats(0, 1), max_size=2)
