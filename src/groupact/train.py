@@ -55,8 +55,8 @@ RESUMABLE_KEYS = frozenset({
     "train.checkpoint_every", "eval.n_pairs", "eval.probe_steps", "eval.probe_l2", "eval.figures"})
 
 
-#: train.select → the validation number whose lowest value picks best.pt
-SELECT_KEYS = {"val_loss": "val_loss", "val_recon": "val_recon"}
+#: train.select: the validation number whose lowest value picks best.pt → how reports name it
+SELECT_KEYS = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
 
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:
@@ -497,7 +497,7 @@ class Trainer:
                   "pairs_per_s": round(len(self.splits.train) / max(seconds, 1e-9), 1),
                   "lr": self.opt.param_groups[0]["lr"], **train_stats, **val_stats,
                   **mask_record(self.model)}
-        key = SELECT_KEYS[self.cfg.train.select]
+        key = self.cfg.train.select
         improved = val_stats[key] < self.best_val
         if improved:
             self.best_val, self.best_epoch = val_stats[key], self.epoch

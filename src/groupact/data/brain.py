@@ -31,7 +31,7 @@ from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
 from groupact.data.brains_real import (MATCH_PERCENTILE, REAL_BRAINS, ball_cube, load_real_brain,
                                        real_brain_files)
 from groupact.data.cache import cached, generator_settings
-from groupact.data.nifti import NIFTI_SUFFIXES, import_nibabel, read_nifti
+from groupact.data.nifti import NIFTI_SUFFIXES, import_nibabel, read_nifti, resample_volumes
 from groupact.errors import DataError
 
 TEMPLATE_FILES = {
@@ -168,23 +168,14 @@ def _resample_group(group: list[tuple[np.ndarray, tuple[float, float, float]]], 
         extent = [n * z for n, z in zip(shape, group[0][1])]
         side = max(extent)
         inner = [max(1, int(round(2 * size * e / side))) for e in extent]
-        x = _interp(x, inner)
+        x = resample_volumes(x, inner)
         pads = []
         for n in reversed(inner):
             lo = (2 * size - n) // 2
             pads += [lo, 2 * size - n - lo]
         x = F.pad(x, pads)
         return F.avg_pool3d(x, 2)
-    return _interp(x, [size] * 3)
-
-
-def _interp(x: Tensor, out: Sequence[int]) -> Tensor:
-    if list(x.shape[2:]) == list(out):
-        return x
-    shrink = all(o <= n for o, n in zip(out, x.shape[2:]))
-    if shrink:
-        return F.interpolate(x, size=tuple(out), mode="area")
-    return F.interpolate(x, size=tuple(out), mode="trilinear", align_corners=False)
+    return resample_volumes(x, [size] * 3)
 
 
 def _normalise(x: Tensor, percentiles: tuple[float, float]) -> Tensor:
@@ -261,9 +252,13 @@ def mni152_template(size: int = 32) -> tuple[Tensor, Tensor]:
     down (area) to ``size``³; values in [0, 1]; orientation (D, H, W) = (I→S, A→P, L→R).
     """
     full = _template_full()
-    t1 = F.interpolate(torch.from_numpy(full["t1"])[None, None], size=(size,) * 3, mode="area")[0, 0]
-    vent = F.interpolate(torch.from_numpy(full["vent"])[None, None], size=(size,) * 3, mode="area")[0, 0]
-    return t1.clamp(0, 1), vent.clamp(0, 1)
+    return _cube_at(full["t1"], size), _cube_at(full["vent"], size)
+
+
+def _cube_at(cube: np.ndarray, size: int) -> Tensor:
+    """A 1 mm ball cube averaged down (area) to ``size``³, values clamped to [0, 1]."""
+    x = torch.from_numpy(cube)[None, None]
+    return F.interpolate(x, size=(size,) * 3, mode="area")[0, 0].clamp(0, 1)
 
 
 @functools.lru_cache(maxsize=2)
@@ -479,8 +474,8 @@ def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dic
         raise DataError("data.heldout needs test subjects; set data.n_test >= 1")
     names = list(dict.fromkeys(names))
     files = [real_brain_files(name, root) for name in names]
-    reference = float(np.percentile(_template_full()["t1"][_template_full()["t1"] > 0],
-                                    MATCH_PERCENTILE))
+    template = _template_full()["t1"]
+    reference = float(np.percentile(template[template > 0], MATCH_PERCENTILE))
     settings = {"n": n, "size": size, "seed": seed, "heldout": names,
                 "files": [[str(p), p.stat().st_size] for pair in files for p in pair if p],
                 "reference": reference, **s}
@@ -493,8 +488,7 @@ def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dic
         points = _grid_points(_axis(size), size)
         for k, (t1_path, mask_path) in enumerate(files):
             cube = load_real_brain(t1_path, mask_path, reference)
-            t = F.interpolate(torch.from_numpy(cube)[None, None], size=(size,) * 3,
-                              mode="area")[0, 0].clamp(0, 1)
+            t = _cube_at(cube, size)
             pick = (brain == k).nonzero()[:, 0]
             sub = {key: v[pick] for key, v in params.items()}
             out[pick] = _render(sub, points, size, s, seed + 7920 + k, t, float(cube.shape[0]))

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from groupact.data.nifti import import_nibabel, read_nifti
+from groupact.data.nifti import import_nibabel, read_nifti, resample_volumes
 from groupact.errors import DataError
 
 
@@ -97,12 +96,10 @@ def ball_cube(volumes: list[np.ndarray], brain: np.ndarray) -> list[np.ndarray]:
 
 
 def _to_1mm(arr: np.ndarray, zooms: tuple[float, ...]) -> np.ndarray:
-    """Trilinear resampling of a volume with voxel sizes ``zooms`` (mm) to 1 mm voxels."""
+    """A volume with voxel sizes ``zooms`` (mm) resampled to 1 mm voxels."""
     shape = tuple(max(1, int(round(s * z))) for s, z in zip(arr.shape, zooms))
-    if shape == arr.shape:
-        return arr
     x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
-    return F.interpolate(x, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
+    return resample_volumes(x, shape)[0, 0].numpy()
 
 
 def load_real_brain(t1_path: Path, mask_path: Path | None, reference: float) -> np.ndarray:
@@ -119,8 +116,7 @@ def load_real_brain(t1_path: Path, mask_path: Path | None, reference: float) -> 
         arr = np.where(m > 0, arr, 0.0).astype(np.float32)
     arr = _to_1mm(arr, zooms)
     brain = arr > 0
-    inside = arr[brain]
-    if inside.size == 0 or float(inside.max()) <= 0:
+    if not brain.any():
         raise DataError(f"{t1_path} has no brain voxels above zero; is it a T1 volume?")
-    scale = reference / max(float(np.percentile(inside, MATCH_PERCENTILE)), 1e-8)
+    scale = reference / max(float(np.percentile(arr[brain], MATCH_PERCENTILE)), 1e-8)
     return np.clip(ball_cube([arr * scale], brain)[0], 0.0, 1.0)

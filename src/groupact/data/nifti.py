@@ -2,14 +2,18 @@
 
 :func:`read_nifti` gives (D, H, W) = (I→S, A→P, L→R) arrays — RAS reoriented, so
 ``vol[d]`` is an axial slice with the front of the head at the top — and the voxel sizes in that
-order. nibabel is optional (``groupact[medical]``); :func:`import_nibabel` says how to get it.
+order; :func:`resample_volumes` brings volumes to a grid. nibabel is optional
+(``groupact[medical]``); :func:`import_nibabel` says how to get it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch.nn.functional as F
+from torch import Tensor
 
 from groupact.errors import DataError
 
@@ -25,17 +29,25 @@ def import_nibabel():
     return nibabel
 
 
-def read_nifti(nib, f: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """One volume as float32 (D, H, W) = (I→S, A→P, L→R) and its voxel sizes in that order."""
+def read_nifti_ras(nib, f: Path, dtype=None) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A volume as stored, reoriented to RAS voxel order (x, y, z), trailing length-1 axes
+    dropped, in ``dtype`` (None: the file's own, e.g. integer labels), and its voxel sizes in mm
+    (a missing or non-positive size reads as 1)."""
     try:
         img = nib.as_closest_canonical(nib.load(str(f)))
-        arr = np.asarray(img.dataobj, dtype=np.float32)
+        arr = np.asarray(img.dataobj, dtype=dtype)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     except Exception as e:  # noqa: BLE001 - nibabel raises many kinds for a bad file
         raise DataError(f"{f} is not a readable NIfTI volume ({type(e).__name__}: {e}); "
                         "replace or remove it") from None
     while arr.ndim > 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
+    return arr, tuple(z if z > 0 else 1.0 for z in zooms)
+
+
+def read_nifti(nib, f: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """One volume as float32 (D, H, W) = (I→S, A→P, L→R) and its voxel sizes in that order."""
+    arr, (zx, zy, zz) = read_nifti_ras(nib, f, np.float32)
     if arr.ndim != 3:
         raise DataError(f"{f} has shape {arr.shape}; each file must hold one 3D volume "
                         "(split 4D series into one file per volume)")
@@ -43,5 +55,14 @@ def read_nifti(nib, f: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         raise DataError(f"{f} contains NaN or infinite voxels; clean or remove it")
     # RAS (x, y, z) → (z, y, x), then flip y: D = inferior→superior, H = anterior→posterior
     arr = np.ascontiguousarray(arr.transpose(2, 1, 0)[:, ::-1, :])
-    zx, zy, zz = (z if z > 0 else 1.0 for z in zooms)
     return arr, (zz, zy, zx)
+
+
+def resample_volumes(x: Tensor, out: Sequence[int]) -> Tensor:
+    """(B, C, *S) volumes at ``out`` voxels: area averaging when every side shrinks (no
+    aliasing), else trilinear (``align_corners=False``, the grid convention everywhere here)."""
+    if list(x.shape[2:]) == list(out):
+        return x
+    if all(o <= n for o, n in zip(out, x.shape[2:])):
+        return F.interpolate(x, size=tuple(out), mode="area")
+    return F.interpolate(x, size=tuple(out), mode="trilinear", align_corners=False)

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from groupact.data.base import Splits, TensorSet, split_indices
 from groupact.data.cache import cached
-from groupact.data.nifti import NIFTI_SUFFIXES, import_nibabel
+from groupact.data.nifti import NIFTI_SUFFIXES, import_nibabel, read_nifti_ras
 from groupact.errors import DataError
 
 NAME = "brain-parcels"
@@ -65,19 +66,11 @@ def atlas_files(path: str | Path | None = None, root: str | Path = "/") -> list[
 
 def _read_labels(nib, f: Path) -> tuple[np.ndarray, np.ndarray]:
     """An integer label volume in RAS voxel order (x, y, z) and its voxel sizes (mm)."""
-    try:
-        img = nib.as_closest_canonical(nib.load(str(f)))
-        arr = np.asarray(img.dataobj)
-        zooms = np.array([float(z) if z > 0 else 1.0 for z in img.header.get_zooms()[:3]])
-    except Exception as e:  # noqa: BLE001 - nibabel raises many kinds for a bad file
-        raise DataError(f"{f} is not a readable NIfTI volume ({type(e).__name__}: {e}); "
-                        "replace or remove it") from None
-    while arr.ndim > 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
+    arr, zooms = read_nifti_ras(nib, f)
     if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"{f} is not an integer 3D label volume (shape {arr.shape}, dtype "
                         f"{arr.dtype}); give one label map per file")
-    return arr.astype(np.int64), zooms
+    return arr.astype(np.int64), np.array(zooms)
 
 
 def largest_pieces(labels: np.ndarray) -> np.ndarray:
@@ -89,8 +82,6 @@ def largest_pieces(labels: np.ndarray) -> np.ndarray:
     each parcel keeps the piece with the most voxels, and the set-aside voxels of that parcel that
     touch the kept piece come back.
     """
-    from scipy import ndimage
-
     fg = labels > 0
     border = np.zeros_like(fg)
     for axis in range(3):                   # six face neighbours, each one vectorised shift

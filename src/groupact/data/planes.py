@@ -21,7 +21,9 @@ camera frame) that takes the plane as seen in view 1 to the plane as seen in vie
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from groupact.data.ac3d import load_texture_atlas, read_ac
 from groupact.data.base import Splits, TensorSet
 from groupact.data.cache import cached
 from groupact.data.mesh import FAMILIES, Mesh, make_airplane, normalize_mesh, read_obj
@@ -325,8 +328,6 @@ def read_sky_crops(files: list[Path], per_face: int, size: int, seed: int = 0
 
 def _render_ac(path: Path, poses: Tensor, size: int, supersample: int,
                texture_side: int = 128) -> np.ndarray:
-    from groupact.data.ac3d import load_texture_atlas, read_ac
-
     model = read_ac(path)
     atlas, found = load_texture_atlas(path, model.textures, texture_side)
     tex_id = model.tex_id.clone()
@@ -367,8 +368,6 @@ def load_planes_debian(n_poses: int = 100, size: int = 64, seed: int = 0,
     crop, so splits can keep test skies on an unseen face), ``class_names`` and ``files``.
     The package folders can be moved with ``$GROUPACT_FLIGHTGEAR_AI`` and ``$GROUPACT_CRRCSIM``.
     """
-    import os
-
     fg_dir = Path(fg_dir or os.environ.get("GROUPACT_FLIGHTGEAR_AI") or FLIGHTGEAR_AI_DIR)
     crrc_dir = Path(crrc_dir or os.environ.get("GROUPACT_CRRCSIM") or CRRCSIM_DIR)
     files, labels = debian_model_files(fg_dir, crrc_dir)
@@ -388,8 +387,6 @@ def load_planes_debian(n_poses: int = 100, size: int = 64, seed: int = 0,
                 "scale": VIEW_SCALE, "version": 1}
 
     def make() -> dict[str, np.ndarray]:
-        import time
-
         P = len(files)
         rgba = np.empty((P, n_poses, 4, size, size), np.uint8)
         poses = np.empty((P, n_poses, 3, 3), np.float32)
@@ -629,7 +626,6 @@ class PosePairs(PairSource):
         idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1).cpu()
         sky_idx = torch.as_tensor(sky_idx, dtype=torch.int64).reshape(-1).cpu()
         return composite(split.images[idx].to(device), skies[sky_idx].to(device))
-
 
     def swap_pairs(self, split: TensorSet, n: int, generator: torch.Generator,
                    device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:

@@ -25,7 +25,7 @@ from groupact.evaluate.views3d import looks_binary
 from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
 from groupact.model import GroupActionAutoencoder
 from groupact.runs import claim_eval_folder, load_run
-from groupact.train import batches, fixed_pairs, resolve_device
+from groupact.train import SELECT_KEYS, batches, fixed_pairs, resolve_device
 
 EVAL_BATCH = 256
 
@@ -310,7 +310,17 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     written.append(p.name)
 
     k = min(5, pairs.x1.shape[0] // 2)
-    xa, xb = pairs.x1[:k], pairs.x1[k:2 * k]
+    truth = None
+    if hasattr(source, "swap_indices"):
+        # rendered data: rows and columns on skies of their own, so the truth can be drawn
+        ia, ib, sa, sb = source.swap_indices(splits.test, k, torch.Generator().manual_seed(
+            cfg.eval.seed + 4))
+        xa = source.on_sky(splits.test, ia, sa, device=pairs.x1.device)
+        xb = source.on_sky(splits.test, ib, sb, device=pairs.x1.device)
+        truth = source.on_sky(splits.test, ia.repeat_interleave(k), sb.repeat(k),
+                              device=pairs.x1.device).view(k, k, *xa.shape[1:])
+    else:
+        xa, xb = pairs.x1[:k], pairs.x1[k:2 * k]
     za, zb = model.encode(xa), model.encode(xb)
     m = model.mask_like(za)
     mixed = m * za[:, None] + (1 - m) * zb[None, :]          # (k, k, C, *fibre)
@@ -318,19 +328,7 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     p = fig_dir / "swap.png"
     figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)")
     written.append(p.name)
-    if hasattr(source, "swap_indices"):
-        # rendered data: the same grid on views whose truth can be drawn, beside that truth
-        ia, ib, sa, sb = source.swap_indices(splits.test, k, torch.Generator().manual_seed(
-            cfg.eval.seed + 4))
-        xa = source.on_sky(splits.test, ia, sa, device=pairs.x1.device)
-        xb = source.on_sky(splits.test, ib, sb, device=pairs.x1.device)
-        za, zb = model.encode(xa), model.encode(xb)
-        mixed = m * za[:, None] + (1 - m) * zb[None, :]
-        swapped = model.decode(mixed.flatten(0, 1)).view(k, k, *xa.shape[1:])
-        truth = source.on_sky(splits.test, ia.repeat_interleave(k), sb.repeat(k),
-                              device=pairs.x1.device).view(k, k, *xa.shape[1:])
-        p = fig_dir / "swap.png"
-        figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)")
+    if truth is not None:
         p = fig_dir / "swap_truth.png"
         figures.swap_grid(xa, xb, truth, p, f"{name}: truth: plane of row (its pose) on the sky "
                           "of column")
@@ -345,10 +343,6 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
         figures.mask_over_epochs(history, cfg.model.mask.tau, p, f"{name}: the learned mask")
         written.append(p.name)
     return written
-
-
-#: train.select → how the summary names the number that picked the evaluated checkpoint
-SELECTED_BY = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
 
 
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
@@ -407,7 +401,7 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
                                "stand_in_data": bool(splits.info.get("stand_in", False)),
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"],
-                               "selected_by": SELECTED_BY.get(cfg.train.select, cfg.train.select)}
+                               "selected_by": SELECT_KEYS.get(cfg.train.select, cfg.train.select)}
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),

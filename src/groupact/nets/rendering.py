@@ -31,6 +31,12 @@ from torch import Tensor, nn
 from groupact.nets.residual import ResBlock, group_count
 
 
+def sky_volumes(sky_full: int, v: int) -> int:
+    """How many of the v³ sky channels hold the ``sky_full`` full-resolution maps: (4v)² values
+    each, packed by pixel-unshuffle, so sky_full·16·v² values = sky_full·16/v volumes."""
+    return sky_full * 16 // v
+
+
 def to_camera_layout(v: Tensor) -> Tensor:
     """(B, C, z, row, col) → (B, C, x, y, z): index order = camera axes (x right, y up, z)."""
     return v.permute(0, 1, 4, 3, 2).flip(3)
@@ -51,12 +57,11 @@ class RenderEncoder(nn.Module):
         if size % 4:
             raise ValueError(f"image side must be a multiple of 4, got {size}")
         v = size // 4
-        self.v, self.co, self.cs, self.sky_full = v, object_channels, sky_channels, sky_full
-        low_feats = (sky_channels - self._full_vols()) * v
+        self.v, self.co = v, object_channels
+        low_feats = (sky_channels - sky_volumes(sky_full, v)) * v
         if low_feats <= 0:
             raise ValueError("sky_channels must exceed the full-resolution sky volumes "
-                             f"({self._full_vols()})")
-        self.low_feats = low_feats
+                             f"({sky_volumes(sky_full, v)})")
         self.trunk = nn.Sequential(
             nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(2, width),          # S/2
             nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2, 2 * width),        # S/4
@@ -66,10 +71,6 @@ class RenderEncoder(nn.Module):
         self.sky_low = nn.Conv2d(2 * width, low_feats, 1)
         self.sky_hi = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1), nn.SiLU(),
                                     nn.Conv2d(16, sky_full, 3, 1, 1))
-
-    def _full_vols(self) -> int:
-        # sky_full maps of S² = sky_full·16·v² values = sky_full·16/v volumes of v³
-        return self.sky_full * 16 // self.v
 
     def forward(self, x: Tensor) -> Tensor:
         B, v = x.shape[0], self.v
@@ -90,8 +91,8 @@ class RenderDecoder(nn.Module):
                  blocks3d: int = 1):
         super().__init__()
         v = size // 4
-        self.v, self.co, self.cs, self.sky_full = v, object_channels, sky_channels, sky_full
-        self.n_hi = sky_full * 16 // v
+        self.v, self.co = v, object_channels
+        self.n_hi = sky_volumes(sky_full, v)
         self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
         self.projection = nn.Sequential(nn.Conv2d(object_channels * v, 2 * width, 1),
                                         ResBlock(2, 2 * width), ResBlock(2, 2 * width))
@@ -133,5 +134,5 @@ def render_pair(in_channels: int, size: int, width: int = 32, object_channels: i
     return RenderEncoder(in_channels, **kw), RenderDecoder(in_channels, **kw)
 
 
-__all__ = ["RenderDecoder", "RenderEncoder", "ResBlock", "from_camera_layout", "render_pair",
+__all__ = ["RenderDecoder", "RenderEncoder", "from_camera_layout", "render_pair", "sky_volumes",
            "to_camera_layout"]
