@@ -478,7 +478,7 @@ def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dic
     reference = float(np.percentile(template[template > 0], MATCH_PERCENTILE))
     settings = {"n": n, "size": size, "seed": seed, "heldout": names,
                 "files": [[str(p), p.stat().st_size] for pair in files for p in pair if p],
-                "reference": reference, **s}
+                "reference": reference, "version": 2, **s}   # 2: skull stripped before resampling
 
     def make() -> dict[str, np.ndarray]:
         params = _draw_subjects((n,), seed + 7919, s)
