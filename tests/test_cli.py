@@ -47,6 +47,28 @@ def test_evaluate_is_repeatable(run_dir, tmp_path):
     assert a["psnr"] == b["psnr"] and a["probe_z"] == b["probe_z"]
 
 
+def test_evaluate_without_probes_keeps_the_image_metrics(run_dir, tmp_path):
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "e"), "--no-figures",
+                 "--no-probes"]) == 0
+    a = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert a["psnr"] == b["psnr"] and "probe_orbit" in a
+    assert not [k for k in b if k.startswith("probe_")]
+    assert "linear probe" not in (tmp_path / "e" / "summary.md").read_text()
+
+
+def test_orbit_baselines_can_be_left_out_and_the_other_probes_stay(tmp_path):
+    from groupact.evaluate.evaluate import evaluate_run
+
+    d = tmp_path / "run"
+    assert main(["train", "rotmnist-c4", "--run-dir", str(d), "--no-eval"] + TINY[:12]
+                + ["--set", "train.epochs=1", "--set", "eval.probe_steps=5",
+                   "--set", "eval.orbit_probes=false"]) == 0
+    m = evaluate_run(d, tmp_path / "e", figures_on=False, log=lambda _: None)
+    assert "probe_z" in m and "probe_zinv" in m
+    assert not [k for k in m if "orbit" in k]
+
+
 def test_transform_turns_a_digit(run_dir, tmp_path):
     digit = load_mnist5k(10, 10, 10).test.images[0, 0]
     Image.fromarray((digit.numpy() * 255).astype(np.uint8)).save(tmp_path / "d.png")

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
     e.add_argument("--no-figures", action="store_true")
+    e.add_argument("--no-probes", action="store_true",
+                   help="skip the linear probes (the image metrics take seconds; the probes take "
+                        "minutes on 3D latents)")
     e.add_argument("--heldout", metavar="NAMES",
                    help="brain3d runs on the generated population: test on deformed copies of "
                         "these other real brains instead (comma-separated: colin27, itk-t1; "
@@ -82,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "ones) and write OUT/RESULTS.md, results.csv, summary.csv "
                                    "and index.html. See docs/REPRODUCE.md.")
     q.add_argument("--budget", default="quick",
-                   help="quick (short schedules, meant to finish within 90 minutes on 2 CPU "
+                   help="quick (short schedules, meant to finish within 3 hours on 2 CPU "
                         "cores), full (the recipes' own settings) or tiny (seconds a run, for "
                         "checks); default quick")
     q.add_argument("--datasets", help="comma-separated dataset names (default: all)")
@@ -174,7 +177,8 @@ def cmd_evaluate(args) -> int:
 
     heldout = [n.strip() for n in args.heldout.split(",") if n.strip()] if args.heldout else None
     m = evaluate_run(args.run_dir, args.out, device=args.device,
-                     figures_on=False if args.no_figures else None, heldout=heldout)
+                     figures_on=False if args.no_figures else None, heldout=heldout,
+                     probes_on=False if args.no_probes else None)
     print(f"test PSNR {m['psnr']:.2f} dB (do nothing {m['psnr_identity']:.2f}), "
           f"SSIM {m['ssim']:.3f}")
     return 0

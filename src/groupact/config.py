@@ -128,6 +128,8 @@ class EvalConfig:
     probe_steps: int = 100         # L-BFGS iterations of the linear probes
     probe_l2: float = 1e-3
     probe_items: int | None = None  # probes train/test on at most this many items each (seeded)
+    probes: bool = True            # the linear probes (most of an evaluation's time on big latents)
+    orbit_probes: bool = True      # the orbit-pooled baselines (|H| encoder passes per image)
     figures: bool = True
 
 

@@ -164,10 +164,10 @@ def untrained_copy(model: GroupActionAutoencoder, cfg, input_shape, seed: int
 @torch.no_grad()
 def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
            l2: float, random_model: GroupActionAutoencoder | None = None,
-           max_items: int | None = None) -> dict[str, float | None]:
+           max_items: int | None = None, orbit: bool = True) -> dict[str, float | None]:
     """Linear probes on z_i / z_v / z / the invariant read-out, and the orbit-pooling baselines
     (this encoder and ``random_model``'s, pooled over the group's finite subgroup in image
-    space); two protocols (see docs/PROTOCOL.md)."""
+    space; ``orbit=False`` leaves them out); two protocols (see docs/PROTOCOL.md)."""
     if splits.train.labels is None or splits.test.labels is None:
         return {}
     mask = model.mask.hard()
@@ -185,7 +185,7 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
     turned_test = source.views(splits.test, te_idx.to(dev),
                                torch.Generator().manual_seed(seed + 1), device=dev)
     pool_over = None
-    if isinstance(source, TransformPairs):     # rendered data has no T_h of one image
+    if orbit and isinstance(source, TransformPairs):  # rendered data has no T_h of one image
         try:
             pool_over = model.group.averaging_elements(dev)
         except GroupactError:
@@ -348,8 +348,12 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                  device: str = "cpu", log: Callable[[str], None] = print,
                  figures_on: bool | None = None,
-                 heldout: list[str] | None = None) -> dict[str, Any]:
+                 heldout: list[str] | None = None,
+                 probes_on: bool | None = None) -> dict[str, Any]:
     """Evaluate a trained run with the fixed protocol; writes RUN_DIR/eval/metrics.json.
+
+    ``figures_on`` / ``probes_on`` (None: the run's ``eval.figures`` / ``eval.probes``) switch the
+    figures and the linear probes; without probes the image metrics take seconds.
 
     ``heldout`` (brain3d runs on the generated population): evaluate on test subjects made from
     these other real brains instead of the run's test split (default folder RUN_DIR/eval-heldout).
@@ -363,7 +367,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
     splits = _checked_splits(run, heldout)
     lock = claim_eval_folder(run.paths, out)
     try:
-        return _evaluate(run, splits, out, device, log, figures_on)
+        return _evaluate(run, splits, out, device, log, figures_on, probes_on)
     finally:
         lock.release()
 
@@ -388,7 +392,7 @@ def _checked_splits(run, heldout: list[str] | None):
 
 
 def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
-              figures_on: bool | None) -> dict[str, Any]:
+              figures_on: bool | None, probes_on: bool | None = None) -> dict[str, Any]:
     cfg, model, run_dir = run.cfg, run.model, run.paths.root
     for part in (splits.train, splits.val, splits.test):
         part.images = part.images.to(device)
@@ -407,9 +411,13 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
     metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),
                                 cfg.eval.seed + 3, device))
     metrics.update(mask_stats(model, run.paths.root))
-    random_model = untrained_copy(model, cfg, run.checkpoint["input_shape"], cfg.eval.seed + 20)
-    metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
-                          cfg.eval.probe_l2, random_model, cfg.eval.probe_items))
+    if cfg.eval.probes if probes_on is None else probes_on:
+        random_model = (untrained_copy(model, cfg, run.checkpoint["input_shape"],
+                                       cfg.eval.seed + 20) if cfg.eval.orbit_probes else None)
+        log("linear probes ...")
+        metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
+                              cfg.eval.probe_l2, random_model, cfg.eval.probe_items,
+                              orbit=cfg.eval.orbit_probes))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
     with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
         if do_figs:

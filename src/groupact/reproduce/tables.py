@@ -280,8 +280,10 @@ def probe_table(plan, records, runs_by) -> Table:
         "the invariant read-out z_inv (z_i plus the action's invariants of z_v). T→T: trained "
         "and tested on transformed images; U→T: trained on untransformed (upright) images, "
         "tested on transformed ones. chance: the majority class. '–': that part of the latent "
-        "is empty (e.g. no invariant channel). Orbit-pooled: the run's own encoder, and an "
-        "untrained one of the same architecture, averaged over the group's finite subgroup in "
+        "is empty (e.g. no invariant channel), or the baseline was not run (the quick budget "
+        "leaves the orbit-pooled ones out on the 3D datasets). Orbit-pooled: the run's own "
+        "encoder, and an untrained one of the same architecture, averaged over the group's "
+        "finite subgroup in "
         "image space (E(T_h x) over all h): invariant by construction, at the cost of 'passes' "
         "encoder passes per image where the read-out needs one.",
         plan, runs_by, ["probe_chance"] + probe_columns(records)
