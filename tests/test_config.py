@@ -70,3 +70,34 @@ def test_a_folder_named_like_a_recipe_does_not_shadow_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rotmnist-so2").mkdir()
     assert load_config("rotmnist-so2").name == "rotmnist-so2"
+
+
+def test_another_dataset_drops_the_recipes_split_sizes_unless_the_user_sets_them():
+    own = load_config("rotmnist-c4", ["data.kind=npz", "data.path=my.npz"])
+    assert (own.data.n_train, own.data.n_val, own.data.n_test) == (None, None, None)
+    mine = load_config("rotmnist-c4", ["data.kind=npz", "data.n_test=50", "data.n_val=20"])
+    assert (mine.data.n_train, mine.data.n_val, mine.data.n_test) == (None, 20, 50)
+    same = load_config("rotmnist-c4", ["train.epochs=2"])
+    assert (same.data.n_train, same.data.n_val, same.data.n_test) == (3200, 800, 1000)
+
+
+def test_the_readme_own_data_command_trains_on_a_small_set_under_home(tmp_path, monkeypatch):
+    """600 images (under the recipe's 5,000), given as ~/digits.npz: split by the data's size."""
+    import json
+
+    import numpy as np
+
+    from groupact.cli import main
+    from groupact.data.mnist import load_mnist5k
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    digits = load_mnist5k(400, 100, 100).train
+    images = np.concatenate([digits.images[:, 0].numpy()] * 2)[:600]
+    np.savez(tmp_path / "digits.npz", images=(images * 255).astype(np.uint8))
+    run = tmp_path / "run"
+    assert main(["train", "rotmnist-c4", "--set", "data.kind=npz", "--set",
+                 "data.path=~/digits.npz", "--run-dir", str(run), "--no-eval",
+                 "--set", "train.epochs=1", "--set", "train.progress=false"]) == 0
+    sizes = json.loads((run / "data.json").read_text())
+    assert (sizes["n_train"], sizes["n_val"], sizes["n_test"]) == (400, 100, 100), sizes
+    assert (run / "checkpoints" / "best.pt").exists()

@@ -423,11 +423,31 @@ def check_ranges(cfg: Config) -> None:
             raise ConfigError(message)
 
 
+#: split sizes that belong to a recipe's own dataset (see :func:`load_config`)
+SPLIT_KEYS = ("n_train", "n_val", "n_test")
+
+
 def load_config(recipe: str | dict[str, Any], overrides: list[str] | None = None) -> Config:
-    """A recipe (name, path or dict) with ``key=value`` overrides applied, fully checked."""
+    """A recipe (name, path or dict) with ``key=value`` overrides applied, fully checked.
+
+    An override that changes ``data.kind`` (your own images on a recipe written for MNIST) drops
+    the recipe's split sizes that no override sets: 3,200 / 800 / 1,000 are sizes of the
+    recipe's dataset, and the new one is split by its own default instead (for npz / folder
+    data: a sixth each for validation and test, the rest for training).
+    """
     data = read_recipe(recipe) if isinstance(recipe, str) else dict(recipe)
+    recipe_kind = (data.get("data") or {}).get("kind") if isinstance(data.get("data"), dict) \
+        else None
+    set_by_user: set[str] = set()
     for text in overrides or []:
-        data = merge(data, parse_override(text))
+        override = parse_override(text)
+        set_by_user.update(override.get("data", {}) if isinstance(override.get("data"), dict)
+                           else ())
+        data = merge(data, override)
+    section = data.get("data")
+    if isinstance(section, dict) and section.get("kind") != recipe_kind:
+        data["data"] = {k: v for k, v in section.items()
+                        if k not in SPLIT_KEYS or k in set_by_user}
     return from_dict(Config, data)
 
 

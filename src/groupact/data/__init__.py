@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from typing import Callable
 
@@ -126,10 +128,12 @@ def register_dataset(kind: str, loader: Loader, description: str) -> None:
 
 
 def load_data(cfg: DataConfig) -> Splits:
-    """The splits a recipe's data section describes."""
+    """The splits a recipe's data section describes (``~`` in data.path is the user's home)."""
     if cfg.kind not in DATASETS:
         raise ConfigError(f"unknown data.kind '{cfg.kind}'; choose one of: "
                           f"{', '.join(sorted(DATASETS))}")
+    if cfg.path:
+        cfg = dataclasses.replace(cfg, path=os.path.expanduser(cfg.path))
     return DATASETS[cfg.kind][0](cfg)
 
 
