@@ -118,3 +118,12 @@ def test_console_entry_point_and_info():
     bad = subprocess.run([sys.executable, "-m", "groupact.cli", "train", "rotmnist-c4", "--set",
                           "nope=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"groupact {version('groupact')}"

@@ -84,6 +84,38 @@ def poison_loss_at(monkeypatch, step: int) -> None:
 
 # --- 1. --overwrite ------------------------------------------------------------------------------
 
+def test_a_second_default_run_gets_its_own_folder_and_resume_takes_the_newest(
+        tmp_path, monkeypatch, capsys):
+    """`groupact train RECIPE` twice (e.g. `bash run main` then a shorter run) is neither refused
+    nor a reason to delete the first run: runs/RECIPE, then runs/RECIPE-2."""
+    monkeypatch.chdir(tmp_path)
+    sets = [a for kv in TINY for a in ("--set", kv)]
+    assert main(["train", "rotmnist-c4", "--no-eval"] + sets) == 0
+    first = tree(tmp_path / "runs" / "rotmnist-c4")
+    assert main(["train", "rotmnist-c4", "--no-eval"] + sets) == 0
+    assert tree(tmp_path / "runs" / "rotmnist-c4") == first
+    assert (tmp_path / "runs" / "rotmnist-c4-2" / "checkpoints" / "best.pt").is_file()
+    assert "run folder: runs/rotmnist-c4-2" in capsys.readouterr().err
+    (tmp_path / "runs" / "rotmnist-c4-x").mkdir()          # not ours: neither counted nor used
+    assert main(["train", "rotmnist-c4", "--no-eval"] + sets) == 0
+    assert (tmp_path / "runs" / "rotmnist-c4-3").is_dir()
+    # --resume RECIPE continues the newest one: asked for a second epoch, only -3 trains it
+    second = tree(tmp_path / "runs" / "rotmnist-c4-2")
+    assert main(["train", "rotmnist-c4", "--resume", "--no-eval", "--set", "train.epochs=2",
+                 "--set", "train.progress=false"]) == 0
+    assert len(read_jsonl(tmp_path / "runs" / "rotmnist-c4-3" / "metrics.jsonl")) == 2
+    assert tree(tmp_path / "runs" / "rotmnist-c4") == first
+    assert tree(tmp_path / "runs" / "rotmnist-c4-2") == second
+
+
+def test_resume_of_a_recipe_never_run_says_how_to_start_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "rotmnist-c4", "--resume"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "no run of recipe 'rotmnist-c4'" in line and "groupact train rotmnist-c4" in line
+    assert not (tmp_path / "runs").exists()
+
+
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path, capsys):
     """Old code: `rmtree(DIR)` whatever DIR held."""
     thesis = tmp_path / "thesis"

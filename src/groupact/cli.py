@@ -24,11 +24,21 @@ class _Parser(argparse.ArgumentParser):
                                    f"`{self.prog} --help`\n")
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or 'unknown' when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("groupact")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="groupact",
         description="Learn how a group acts on an autoencoder's latent space, with the latent "
                     "split into a moved part z_v and a fixed part z_i.")
+    p.add_argument("--version", action="version", version=f"groupact {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe into a run folder (then evaluate it)",
@@ -37,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", nargs="?",
                    help="recipe name (e.g. rotmnist-c4) or path to a .yaml file (optional with "
                         "--resume: the run's own config.yaml is used)")
-    t.add_argument("--run-dir", help="output folder (default: runs/RECIPE)")
+    t.add_argument("--run-dir", help="output folder (default: runs/RECIPE, or runs/RECIPE-2, "
+                                     "-3, … when taken; --resume: the newest of them)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=5 (repeatable)")
     t.add_argument("--resume", action="store_true",
@@ -144,19 +155,27 @@ def cmd_train(args) -> int:
 
 def _train(args, comm) -> int:
     from groupact.config import load_config
+    from groupact.runs import RUNS_ROOT, latest_run_dir, new_run_dir
     from groupact.train import resume_config, signal_name, train_run
 
     if args.resume:
         if args.run_dir is None and args.recipe is None:
             raise GroupactError("--resume needs --run-dir RUN_DIR (or the recipe, for runs/RECIPE)")
-        run_dir = Path(args.run_dir or Path("runs") / load_config(args.recipe).name)
+        run_dir = (Path(args.run_dir) if args.run_dir
+                   else latest_run_dir(load_config(args.recipe).name))
         cfg = comm.run_on_main(lambda: resume_config(run_dir, args.recipe, args.overrides))
     else:
         if args.recipe is None:
             raise GroupactError("give a recipe to train (see `groupact info`), or --resume "
                                 "--run-dir RUN_DIR to continue a run")
         cfg = load_config(args.recipe, args.overrides)
-        run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        else:   # a new folder per run (the same one with --overwrite); broadcast from rank 0
+            run_dir = comm.run_on_main(lambda: RUNS_ROOT / cfg.name if args.overwrite
+                                       else new_run_dir(cfg.name))
+            if comm.is_main:
+                print(f"run folder: {run_dir}", file=sys.stderr)
     trainer = train_run(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, comm=comm)
     if trainer.stopped_by is not None:
         if comm.is_main:

@@ -117,6 +117,44 @@ class LoadedRun:
         return tuple(self.checkpoint["input_shape"])
 
 
+#: where runs go when no --run-dir is given
+RUNS_ROOT = Path("runs")
+
+
+def _numbered(root: Path, name: str) -> list[Path]:
+    """runs/NAME, runs/NAME-2, runs/NAME-3, … that exist, in order."""
+    found = [root / name] if (root / name).exists() else []
+    numbered = []
+    for p in root.glob(f"{name}-*") if root.is_dir() else []:
+        tail = p.name[len(name) + 1:]
+        if tail.isdigit() and int(tail) >= 2:
+            numbered.append((int(tail), p))
+    return found + [p for _, p in sorted(numbered)]
+
+
+def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
+    """The default folder of a new run: runs/NAME, or runs/NAME-2, -3, … if taken.
+
+    A second `groupact train RECIPE` (or `bash run main`) must neither be refused nor delete the
+    first run, so each gets its own folder; the one chosen is printed.
+    """
+    taken = _numbered(root, name)
+    if not taken:
+        return root / name
+    last = taken[-1].name
+    k = int(last[len(name) + 1:]) if last != name else 1
+    return root / f"{name}-{k + 1}"
+
+
+def latest_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
+    """The newest default folder of recipe NAME (what `--resume RECIPE` continues)."""
+    taken = _numbered(root, name)
+    if not taken:
+        raise CheckpointError(f"no run of recipe '{name}' under {root}/ to resume; start one with "
+                              f"`groupact train {name}`, or give --run-dir RUN_DIR")
+    return taken[-1]
+
+
 def read_run_config(run_dir: str | Path) -> Config:
     """The resolved config a run folder was trained with, or a CheckpointError saying why not."""
     paths = RunPaths(Path(run_dir))
@@ -124,7 +162,8 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir} is a file, not a run folder; give the folder "
                               "`groupact train` wrote")
     if not paths.root.is_dir():
-        raise CheckpointError(f"run folder {run_dir} does not exist")
+        raise CheckpointError(f"run folder {run_dir} does not exist; nothing to resume or read "
+                              "(check the path, or train a new run there without --resume)")
     if not paths.config.is_file():
         raise CheckpointError(f"{run_dir} is not a groupact run folder (no config.yaml); "
                               "give the folder `groupact train` wrote")
