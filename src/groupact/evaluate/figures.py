@@ -194,8 +194,9 @@ def mask_over_epochs(records: list[dict[str, Any]], tau: float | None, path: Pat
     a.set_title("red: variant (z_v), blue: invariant (z_i)"
                 + (f"; σ(α) in [{probs.min():.2f}, {probs.max():.2f}], τ = {tau:g}"
                    if tau is not None else ""), fontsize=9)
-    b.plot([r["epoch"] for r in records], [r["mask_fraction"] for r in records])
-    b.set_ylim(0, 1)
+    b.plot([r["epoch"] for r in records], [r["mask_fraction"] for r in records], marker=".",
+           clip_on=False, zorder=3)   # drawn over the frame: a line at 0 or 1 stays visible
+    b.set_ylim(-0.03, 1.03)
     b.set_xlabel("epoch")
     b.set_title("fraction variant")
     fig.suptitle(title, fontsize=10)
