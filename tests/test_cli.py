@@ -127,3 +127,29 @@ def test_version_is_the_installed_distributions(capsys):
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == f"groupact {version('groupact')}"
+
+
+def test_info_of_a_recipe_prints_the_config_train_would_use(capsys, tmp_path):
+    import yaml
+
+    from groupact.config import Config, from_dict, load_config, recipe_names, save_config
+
+    assert main(["info", "brain-contrast", "--set", "train.epochs=3"]) == 0
+    out = capsys.readouterr().out
+    head, _, body = out.partition("\n\n")
+    assert head.startswith("brain-contrast:") and "estimator=flip" in " ".join(head.split())
+    shown = from_dict(Config, yaml.safe_load(body))
+    assert shown == load_config("brain-contrast", ["train.epochs=3"])
+    assert "σ(a·logit(x) + b)" in body                      # unicode as itself, not \u03c3
+    save_config(shown, tmp_path / "c.yaml")
+    assert (tmp_path / "c.yaml").read_text(encoding="utf-8") == body
+    assert main(["info"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"  {name} " in listing for name in recipe_names())
+    _one_line_error(capsys, ["info", "--set", "train.epochs=3"], "needs a recipe")
+
+
+def test_a_reader_that_leaves_the_pipe_is_not_an_error():
+    shell = subprocess.run(f"'{sys.executable}' -m groupact.cli info | head -1", shell=True,
+                           capture_output=True, text=True, check=True)
+    assert shell.stdout.startswith("recipes") and shell.stderr == ""

@@ -138,7 +138,15 @@ def _parser() -> argparse.ArgumentParser:
     xp.add_argument("run_dir")
     xp.add_argument("out_dir")
 
-    sub.add_parser("info", help="list recipes, datasets, groups, networks and actions")
+    i = sub.add_parser("info", help="list recipes, datasets, groups, networks and actions; "
+                                    "with a recipe, its description and resolved config",
+                       description="Without RECIPE: what can be trained and with what. With "
+                                   "RECIPE (a bundled name or a YAML file): its whole "
+                                   "description and the config `groupact train RECIPE [--set "
+                                   "…]` would use, as YAML.")
+    i.add_argument("recipe", nargs="?")
+    i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="show the config with these overrides applied (as train would)")
     return p
 
 
@@ -231,17 +239,41 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_info(_args) -> int:
-    from groupact.config import read_recipe, recipe_names
+def _first_sentence(text: str, limit: int = 230) -> str:
+    """A description's first sentence, at most ``limit`` characters (cut at a word, with '…')."""
+    text = " ".join(text.split())
+    end = text.find(". ")
+    first = text[:end + 1] if end > 0 else text
+    if len(first) <= limit:
+        return first
+    return first[:first.rfind(" ", 0, limit)].rstrip(",;:") + " …"
+
+
+def cmd_info(args) -> int:
+    import textwrap
+
+    from groupact.config import config_yaml, load_config, read_recipe, recipe_names
     from groupact.data import DATASETS
     from groupact.groups import GROUPS
     from groupact.latent import ACTIONS
     from groupact.nets import NETS
 
-    print("recipes (groupact train NAME):")
+    if args.recipe:
+        cfg = load_config(args.recipe, args.overrides)
+        print(f"{cfg.name}:")
+        print(textwrap.fill(" ".join(cfg.description.split()), 100, initial_indent="  ",
+                            subsequent_indent="  "))
+        print()
+        print(config_yaml(cfg), end="")
+        return 0
+    if args.overrides:
+        raise GroupactError("--set needs a recipe: groupact info RECIPE --set KEY=VALUE")
+    print("recipes (groupact train NAME; groupact info NAME for the whole description and "
+          "config):")
     for name in recipe_names():
-        desc = " ".join(str(read_recipe(name).get("description", "")).split())
-        print(f"  {name:22s} {desc[:100]}{'…' if len(desc) > 100 else ''}")
+        desc = _first_sentence(str(read_recipe(name).get("description", "")))
+        print(textwrap.fill(desc, 100, initial_indent=f"  {name:22s} ",
+                            subsequent_indent=" " * 25))
     print("datasets (data.kind):")
     for k, (_, d) in sorted(DATASETS.items()):
         print(f"  {k:22s} {d}")
@@ -310,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all ranks
             print(f"groupact: error: {' '.join(str(e).split())}", file=sys.stderr)
         code = EXIT_USER_ERROR
+    except BrokenPipeError:  # the reader of stdout left (`groupact info | head`): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+        code = 0
     except OSError as e:  # a path the checks above did not foresee: still one line, no traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"groupact: error: {e.strerror or type(e).__name__}{where}; check the path, its "

@@ -349,7 +349,7 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
             hint = f"; did you mean '{near[0]}'?" if near else ""
             raise ConfigError(f"unknown recipe '{name_or_path}'{hint} (see `groupact info`, or "
                               "give a path to a .yaml file)")
-        text = res.read_text()
+        text = res.read_text(encoding="utf-8")
     data = load_yaml(text, f"recipe {name_or_path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {name_or_path} must be a YAML mapping")
@@ -362,7 +362,7 @@ def read_text_file(path: Path, what: str) -> str:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise ConfigError(f"{what} {path} is {path.stat().st_size:,} bytes; a config or plan "
                               f"is at most {MAX_YAML_BYTES:,}: is it the right file?")
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} is not text (UTF-8); give a YAML file") from None
     except OSError as e:
@@ -451,6 +451,11 @@ def load_config(recipe: str | dict[str, Any], overrides: list[str] | None = None
     return from_dict(Config, data)
 
 
+def config_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, in field order, unicode as itself (λ, not \\u03bb)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
 def save_config(cfg: Config, path: Path) -> None:
     from groupact.io import atomic_write_text
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, config_yaml(cfg))

@@ -97,11 +97,11 @@ def write_error(path: Path, e: OSError) -> GroupactError:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text))
+    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -143,7 +143,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``, or {} when it is missing, unreadable or not an object:
     for bookkeeping files a fresh start can do without."""
     try:
-        obj = json.loads(Path(path).read_text())
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return obj if isinstance(obj, dict) else {}

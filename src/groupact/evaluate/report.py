@@ -29,7 +29,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{run_dir} has no eval/metrics.json; run `groupact evaluate "
                               f"{run_dir}` first")
     try:
-        m = json.loads(path.read_text())
+        m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is unreadable ({type(e).__name__}); run `groupact "
                               f"evaluate {run_dir}` again") from None

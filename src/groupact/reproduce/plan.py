@@ -311,7 +311,7 @@ def parse_plan(data: Any, source: str = "plan") -> Plan:
 
 
 def bundled_plan_text() -> str:
-    return (resources.files("groupact") / "reproduce" / "plan.yaml").read_text()
+    return (resources.files("groupact") / "reproduce" / "plan.yaml").read_text(encoding="utf-8")
 
 
 def load_plan(path: str | Path | None = None, check: bool = True) -> Plan:
