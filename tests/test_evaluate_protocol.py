@@ -78,3 +78,25 @@ def test_dice_thresholds_both_masks_and_scores_overlap():
     d = dice(a, b)
     assert torch.allclose(d, torch.tensor([1.0, 2 * 4 / (8 + 4), 0.0]))
     assert float(dice(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))) == 1.0
+
+
+def test_figures_say_when_a_part_of_the_latent_is_empty_and_skip_zero_losses(tmp_path,
+                                                                              monkeypatch):
+    from groupact.evaluate import figures
+
+    assert "z_i is empty" in figures.empty_part_note(torch.ones(8))
+    assert "z_v is empty" in figures.empty_part_note(torch.zeros(8))
+    assert figures.empty_part_note(torch.tensor([1.0, 0.0])) is None
+    drawn = {}
+    real_plot = figures.plt.Axes.plot
+
+    def spy(ax, x, y, *args, label=None, **kw):
+        drawn[label] = list(y)
+        return real_plot(ax, x, y, *args, label=label, **kw)
+
+    monkeypatch.setattr(figures.plt.Axes, "plot", spy)
+    records = [{"epoch": e, "train_recon": 0.1 / e, "train_inv": 0.0, "val_loss": 0.2 / e,
+                "val_psnr": 20.0 + e} for e in (1, 2, 3)]
+    figures.training_curves(records, tmp_path / "c.png", "t")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert "train_inv" not in drawn and "train_recon" in drawn   # all-zero: not a log line

@@ -303,9 +303,11 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     z = model.encode(pairs.x1[:n])
     zv, zi = model.split(z)
     p = fig_dir / "latent_maps.png"
+    empty = figures.empty_part_note(model.mask.hard())
     figures.latent_maps(pairs.x1[:n], z, model.mask.hard(), p,
                         f"{name}: |z|, |z_v| (moved), |z_i| (kept), "
-                        f"{int(model.mask.hard().sum())}/{model.mask.channels} channels variant",
+                        f"{int(model.mask.hard().sum())}/{model.mask.channels} channels variant"
+                        + (f"\n{empty}" if empty else ""),
                         model.decode(zv), model.decode(zi))
     written.append(p.name)
 
@@ -326,7 +328,7 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     mixed = m * za[:, None] + (1 - m) * zb[None, :]          # (k, k, C, *fibre)
     swapped = model.decode(mixed.flatten(0, 1)).view(k, k, *xa.shape[1:])
     p = fig_dir / "swap.png"
-    figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)")
+    figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)", empty)
     written.append(p.name)
     if truth is not None:
         p = fig_dir / "swap_truth.png"

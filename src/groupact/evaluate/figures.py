@@ -133,8 +133,22 @@ def latent_maps(x: Tensor, z: Tensor, mask: Tensor, path: Path, title: str,
     plt.close(fig)
 
 
-def swap_grid(xa: Tensor, xb: Tensor, swapped: Tensor, path: Path, title: str) -> None:
-    """Cell (i, j) decodes z_v of row image A_i with z_i of column image B_j."""
+def empty_part_note(mask: Tensor) -> str | None:
+    """Why a swap grid or a z_i / z_v panel shows nothing new: one part of the latent is empty."""
+    variant, channels = int(mask.sum()), mask.numel()
+    if variant == channels:
+        return ("z_i is empty (every channel variant): a cell is its row's image alone, "
+                "D(0, z_i) and |z_i| are blank")
+    if variant == 0:
+        return ("z_v is empty (no channel variant): a cell is its column's image alone, "
+                "D(z_v, 0) and |z_v| are blank")
+    return None
+
+
+def swap_grid(xa: Tensor, xb: Tensor, swapped: Tensor, path: Path, title: str,
+              note: str | None = None) -> None:
+    """Cell (i, j) decodes z_v of row image A_i with z_i of column image B_j (``note``: a line
+    under the title, e.g. why every column looks the same)."""
     n, k = xa.shape[0], xb.shape[0]
     a, b, s = to_display(xa), to_display(xb), to_display(swapped.view(n * k, *swapped.shape[2:]))
     fig, axes = plt.subplots(n + 1, k + 1, figsize=(1.3 * (k + 1) + 0.6, 1.3 * (n + 1) + 0.6),
@@ -147,7 +161,7 @@ def swap_grid(xa: Tensor, xb: Tensor, swapped: Tensor, path: Path, title: str) -
         _show(axes[i + 1, 0], a[i])
         for j in range(k):
             _show(axes[i + 1, j + 1], s[i * k + j])
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10 if not note else 8)
     atomic_save_figure(path, fig)
     plt.close(fig)
 
@@ -158,10 +172,19 @@ def training_curves(records: list[dict[str, Any]], path: Path, title: str) -> No
         return
     ep = [r["epoch"] for r in records]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    never = []   # terms that are 0 every epoch (e.g. L_inv with z_i empty): no line on a log axis
     for key in sorted(k for k in records[-1] if k.startswith(("train_", "val_")) and
                       k != "val_psnr"):
-        a.plot(ep, [r.get(key, np.nan) for r in records], label=key,
-               linestyle="-" if key.startswith("train") else "--")
+        values = np.array([r.get(key, np.nan) for r in records], dtype=float)
+        values[~(values > 0)] = np.nan    # a zero is not a value of a log plot: a gap, no spike
+        if np.isnan(values).all():
+            never.append(key)
+            continue
+        a.plot(ep, values, label=key, linestyle="-" if key.startswith("train") else "--",
+               marker="." if len(ep) < 30 else None)
+    if never:
+        a.text(0.01, 0.01, "0 every epoch: " + ", ".join(never), transform=a.transAxes,
+               fontsize=7, va="bottom")
     a.set_yscale("log")
     a.set_xlabel("epoch")
     a.legend(fontsize=7)
