@@ -73,7 +73,7 @@ def test_transform_turns_a_digit(run_dir, tmp_path):
     digit = load_mnist5k(10, 10, 10).test.images[0, 0]
     Image.fromarray((digit.numpy() * 255).astype(np.uint8)).save(tmp_path / "d.png")
     assert main(["transform", str(run_dir), "--input", str(tmp_path / "d.png"), "--g", "90",
-                 "--output", str(tmp_path / "out.png")]) == 0
+                 "--output", str(tmp_path / "out.png"), "--scale", "1"]) == 0
     out = torch.from_numpy(np.array(Image.open(tmp_path / "out.png"))).float() / 255
     turned = torch.rot90(digit, 1)
     # the output is closer to the turned digit than to the input or the other turns
@@ -81,8 +81,38 @@ def test_transform_turns_a_digit(run_dir, tmp_path):
     assert min(err, key=err.get) == 1, err
     assert err[1] < float((turned - digit).pow(2).mean())
     assert main(["transform", str(run_dir), "--input", str(tmp_path / "d.png"), "--orbit", "4",
-                 "--output", str(tmp_path / "orbit.png")]) == 0
-    assert np.asarray(Image.open(tmp_path / "orbit.png")).shape == (28, 5 * 28)
+                 "--output", str(tmp_path / "orbit.png"), "--scale", "1"]) == 0
+    strip = np.asarray(Image.open(tmp_path / "orbit.png"))
+    assert strip.shape == (28 + 14, 5 * 28, 3)                   # tiles, then a label band
+    assert np.array_equal(strip[:28, :28, 0], np.asarray(Image.open(tmp_path / "d.png")))
+
+
+def test_transform_pngs_are_scaled_up_and_an_orbit_longer_than_the_group_is_refused(
+        run_dir, tmp_path, capsys):
+    digit = load_mnist5k(10, 10, 10).test.images[0, 0].numpy()
+    np.save(tmp_path / "d.npy", digit[:, :, None])               # (H, W, C): channels last
+    assert main(["transform", str(run_dir), "--input", str(tmp_path / "d.npy"), "--g", "90",
+                 "--output", str(tmp_path / "big.png")]) == 0
+    big = np.asarray(Image.open(tmp_path / "big.png")).astype(float) / 255
+    assert big.shape == (112, 112)                                # 28 px × 4 by default
+    assert np.array_equal(big[::4, ::4], big[1::4, 1::4])         # pixel repetition, no blur
+    assert main(["transform", str(run_dir), "--input", str(tmp_path / "d.npy"), "--g", "90",
+                 "--output", str(tmp_path / "raw.npy")]) == 0
+    raw = np.load(tmp_path / "raw.npy")
+    assert raw.shape == (1, 28, 28)
+    assert np.abs(big[::4, ::4] - np.clip(raw[0], 0, 1)).max() <= 1 / 255 + 1e-6
+    _one_line_error(capsys, ["transform", str(run_dir), "--input", str(tmp_path / "d.npy"),
+                             "--orbit", "8", "--output", str(tmp_path / "o8.png")],
+                    "has 4 elements")
+    assert not (tmp_path / "o8.png").exists()
+    many = np.stack([digit] * 3)[..., None]                       # (N, H, W, C)
+    np.save(tmp_path / "many.npy", many)
+    assert main(["features", str(run_dir), "--input", str(tmp_path / "many.npy"),
+                 "--output", str(tmp_path / "f.npy")]) == 0
+    np.save(tmp_path / "many_cf.npy", many[:, None, :, :, 0])     # (N, C, H, W)
+    assert main(["features", str(run_dir), "--input", str(tmp_path / "many_cf.npy"),
+                 "--output", str(tmp_path / "f_cf.npy")]) == 0
+    assert np.allclose(np.load(tmp_path / "f.npy"), np.load(tmp_path / "f_cf.npy"), atol=1e-5)
 
 
 def _one_line_error(capsys, argv, needle):

@@ -79,9 +79,14 @@ def _parser() -> argparse.ArgumentParser:
                                    "strip of N elements spread over the group.")
     x.add_argument("run_dir")
     x.add_argument("--input", required=True, help="image file (PNG/JPEG) or .npy array")
-    x.add_argument("--g", help="group element: degrees for rotations (e.g. 90), 'dy,dx' for "
-                               "shifts, 'ad,ah,aw,deg' for SO(3), 'a,b' for contrast")
+    x.add_argument("--g", help="group element: degrees for rotations (e.g. 90: a quarter turn "
+                               "counter-clockwise as the image is shown), 'dy,dx' for shifts, "
+                               "'ad,ah,aw,deg' for SO(3) (axis in depth, height, width "
+                               "order), 'a,b' for contrast")
     x.add_argument("--orbit", type=int, metavar="N", help="write an orbit strip of N elements")
+    x.add_argument("--scale", type=int, metavar="S",
+                   help="PNG output: scale up S× by pixel repetition (default: to at least "
+                        "112 pixels a side); .npy output is never scaled")
     x.add_argument("--output", required=True, help="output PNG")
 
     r = sub.add_parser("report", help="one Markdown table of several evaluated runs",
@@ -216,7 +221,8 @@ def cmd_transform(args) -> int:
 
     if (args.g is None) == (args.orbit is None):
         raise GroupactError("give exactly one of --g VALUE or --orbit N")
-    transform_file(args.run_dir, args.input, args.output, g=args.g, orbit=args.orbit)
+    transform_file(args.run_dir, args.input, args.output, g=args.g, orbit=args.orbit,
+                   scale=args.scale)
     print(f"wrote {args.output}")
     return 0
 

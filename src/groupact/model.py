@@ -88,7 +88,9 @@ class GroupActionAutoencoder(nn.Module):
         return m.view(1, -1, *([1] * (z.dim() - 2))).to(z.dtype)
 
     def split(self, z: Tensor, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(z_v, z_i) = (M ⊙ z, (1 − M) ⊙ z)."""
+        """(z_v, z_i) = (M ⊙ z, (1 − M) ⊙ z): both full-size, the other part's channels zeroed
+        (so either can be decoded on its own; index with ``model.mask.hard().bool()`` for the
+        channels themselves)."""
         m = self.mask_like(z) if m is None else m
         return m * z, (1 - m) * z
 

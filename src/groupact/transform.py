@@ -31,11 +31,22 @@ def _read_npy(path: Path) -> Tensor:
     return to_unit_float(arr, str(path))
 
 
+def _channels_first(x: Tensor, input_shape: tuple[int, ...]) -> Tensor:
+    """An image array with its channels last — (H, W, C) or (N, H, W, C), as the npz loader and
+    most image libraries give them — moved to channels first, when that is what fits the model."""
+    c, spatial = input_shape[0], tuple(input_shape[1:])
+    if x.dim() >= len(input_shape) and x.shape[-1] == c and tuple(x.shape[-1 - len(spatial):-1]) \
+            == spatial and tuple(x.shape[-len(input_shape):]) != tuple(input_shape):
+        return x.movedim(-1, -len(input_shape)).contiguous()
+    return x
+
+
 def read_input(path: str | Path, input_shape: tuple[int, ...]) -> Tensor:
-    """An image (PNG/JPEG) or array (.npy) as a (1, *input_shape) batch, or a DataError."""
+    """An image (PNG/JPEG) or array (.npy, channels first or last) as a (1, *input_shape) batch,
+    or a DataError."""
     path = Path(path)
     if path.suffix == ".npy":
-        x = _read_npy(path)
+        x = _channels_first(_read_npy(path), input_shape)
         while x.dim() < len(input_shape) + 1:
             x = x.unsqueeze(0)
     else:
@@ -102,17 +113,53 @@ def parse_element(group, text: str) -> Tensor:
     return g
 
 
+#: a PNG tile is scaled up (nearest neighbour) to at least this many pixels a side by default
+MIN_TILE = 112
+
+
+def labelled_strip(tiles: np.ndarray, labels: list[str] | None, scale: int) -> np.ndarray:
+    """Tiles (n, h, w[, 3]) in [0, 1] side by side, each scaled ``scale``× by pixel repetition,
+    with a label under each when ``labels`` is given: (H, W[, 3]) in [0, 1]."""
+    from PIL import Image, ImageDraw
+
+    big = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    strip = np.concatenate(list(big), axis=1)
+    if not labels:
+        return strip
+    rgb = strip if strip.ndim == 3 else strip[..., None].repeat(3, axis=2)
+    band = 14
+    canvas = Image.new("RGB", (rgb.shape[1], rgb.shape[0] + band), "white")
+    canvas.paste(Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    tile_w = big.shape[2]
+    for i, text in enumerate(labels):
+        draw.text((i * tile_w + 2, rgb.shape[0] + 1), text[: max(4, tile_w // 6)], fill="black")
+    return np.asarray(canvas).astype(np.float32) / 255.0
+
+
 def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Path,
-                   g: str | None = None, orbit: int | None = None) -> Tensor:
-    """Write D(Φ_g(E x)) (or an orbit strip: input, then N elements) to ``output`` (PNG/.npy)."""
+                   g: str | None = None, orbit: int | None = None,
+                   scale: int | None = None) -> Tensor:
+    """Write D(Φ_g(E x)) (or an orbit strip: input, then N elements) to ``output``.
+
+    ``.npy`` holds the model's output as it is; a PNG is scaled up ``scale``× (default: to at
+    least :data:`MIN_TILE` pixels a side) and an orbit strip is labelled with each element.
+    """
     output = Path(output)
     check_output(output, [Path(input_path)], TRANSFORM_SUFFIXES)
     if orbit is not None and not 1 <= orbit <= MAX_ORBIT:
         raise GroupactError(f"--orbit takes N from 1 to {MAX_ORBIT}; got {orbit}")
+    if scale is not None and not 1 <= scale <= 32:
+        raise GroupactError(f"--scale takes a factor from 1 to 32; got {scale}")
     run = load_run(run_dir)
     model, group = run.model, run.model.group
     x = read_input(input_path, run.input_shape)
+    labels = None
     if orbit is not None:
+        finite = group.elements()
+        if finite is not None and orbit > len(finite):
+            raise GroupactError(f"--orbit {orbit}: group '{group.name}' has {len(finite)} "
+                                f"elements; give --orbit {len(finite)} or fewer")
         try:
             elems = group.orbit_elements(orbit)
         except NotImplementedError:
@@ -120,6 +167,7 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
         parts = [model.transform(x.expand(len(e), *x.shape[1:]), e)  # bounded memory
                  for e in torch.split(elems, 64)]
         out = torch.cat([x, *parts])
+        labels = ["input"] + group.describe(elems)
     else:
         out = model.transform(x, parse_element(group, g))
     if output.suffix.lower() == ".npy":
@@ -129,7 +177,8 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
         atomic_write_bytes(output, buf.getvalue())
     else:
         tiles = to_display(out)
-        atomic_write_bytes(output, encode_png(np.concatenate(list(tiles), axis=1)))
+        factor = scale or max(1, math.ceil(MIN_TILE / min(tiles.shape[1:3])))
+        atomic_write_bytes(output, encode_png(labelled_strip(tiles, labels, factor)))
     return out
 
 
@@ -143,13 +192,13 @@ def read_batch(path: str | Path, input_shape: tuple[int, ...]) -> Tensor:
     path = Path(path)
     if path.suffix != ".npy":
         return read_input(path, input_shape)
-    x = _read_npy(path)
+    x = _channels_first(_read_npy(path), input_shape)
     if x.dim() == len(input_shape) and input_shape[0] == 1:
         x = x.unsqueeze(1)                       # (N, H, W) → (N, 1, H, W)
     if x.dim() != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
         shape = ", ".join(map(str, input_shape))
         raise DataError(f"{path} holds an array of shape {tuple(x.shape)}; this model takes "
-                        f"N images as an (N, {shape}) array (channels first)")
+                        f"N images as an (N, {shape}) array (channels first or last)")
     if not torch.isfinite(x).all():
         raise DataError(f"{path} contains NaN or infinite values")
     return x
