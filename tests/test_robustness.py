@@ -804,7 +804,7 @@ BAD_INPUTS.update({
     "folder-bomb": (_folder("imgs_bomb"), "too large to decode safely"),
     "folder-corrupt-png": (_folder("imgs_bad"), "cannot read image"),
     "folder-mixed-sizes": (_folder("imgs_sizes"), "differ in size"),
-    "folder-too-few": (_folder("imgs_two"), "items but the data has 2"),
+    "folder-too-few": (_folder("imgs_two"), "2 images is too few for train/val/test"),
     "folder-too-few-for-splits": (_folder("imgs_two", "data.n_train=1", "data.n_val=1",
                                           "data.n_test=1"), "asked for 1+1+1 items"),
     "nifti-folder-too-small": (_train("data.path=nii_two", "data.size=8", recipe="brain3d-so3"),
