@@ -5,6 +5,7 @@ import torch
 
 from groupact.cli import main
 from groupact.config import load_config
+from groupact.evaluate.evaluate import evaluate_run
 from groupact.io import verify_checksums, write_checksums
 from groupact.runs import RunPaths, export_run, load_run
 from groupact.train import train_run
@@ -17,6 +18,7 @@ TINY = ["data.n_train=128", "data.n_val=32", "data.n_test=32", "train.epochs=1",
 def run_and_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     train_run(load_config("rotmnist-c4", TINY), root / "run", log=lambda *_: None)
+    evaluate_run(root / "run", log=lambda *_: None)
     export_run(root / "run", root / "slim")
     return root / "run", root / "slim"
 
@@ -29,6 +31,8 @@ def test_export_keeps_the_weights_and_drops_the_training_state(run_and_export):
     assert not RunPaths(slim).last.exists()
     state = torch.load(RunPaths(slim).best, weights_only=True)
     assert "optimizer" not in state and "torch_rng" not in state
+    for name in ("metrics.json", "summary.md"):       # the model travels with its numbers
+        assert (slim / "eval" / name).read_bytes() == (run / "eval" / name).read_bytes()
 
 
 def test_exported_run_evaluates_and_transforms_but_does_not_resume(run_and_export, tmp_path,

@@ -265,8 +265,10 @@ EXPORT_KEYS = ("format", "model", "epoch", "best_epoch", "best_val", "config", "
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """A small copy of a trained run that `evaluate` and `transform` accept, but that cannot resume.
 
-    Keeps config.yaml, data.json, metrics.jsonl and the best checkpoint's weights (no optimiser
-    state, RNG or partial sums: about a third of the size), for shipping trained models.
+    Keeps config.yaml, data.json, metrics.jsonl, the evaluation's eval/metrics.json and
+    eval/summary.md when the run has them (a shared model travels with its numbers; the figures
+    stay behind: `groupact evaluate` on the copy draws them again) and the best checkpoint's
+    weights (no optimiser state, RNG or partial sums: about a third of the size).
     """
     from groupact.io import write_checksums
 
@@ -280,6 +282,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         for f in (run.paths.config, run.paths.data, run.paths.metrics):
             if f.is_file():
                 atomic_copy(f, dst.root / f.name)
+        for name in ("metrics.json", "summary.md"):
+            if (run.paths.eval / name).is_file():
+                dst.eval.mkdir(exist_ok=True)
+                atomic_copy(run.paths.eval / name, dst.eval / name)
         save_checkpoint(dst.best, {k: run.checkpoint[k] for k in EXPORT_KEYS
                                    if k in run.checkpoint})
         write_checksums(part)
