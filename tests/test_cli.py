@@ -183,3 +183,19 @@ def test_a_reader_that_leaves_the_pipe_is_not_an_error():
     shell = subprocess.run(f"'{sys.executable}' -m groupact.cli info | head -1", shell=True,
                            capture_output=True, text=True, check=True)
     assert shell.stdout.startswith("recipes") and shell.stderr == ""
+
+
+def test_report_names_each_run_by_its_folder_and_recipe(run_dir, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "manual"
+    shutil.copytree(run_dir / "eval", other / "eval")
+    assert main(["report", str(run_dir), str(other), "--output", str(tmp_path / "t.md")]) == 0
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [r[0] for r in rows] == [f"{run_dir.as_posix()} (rotmnist-c4)",
+                                    f"{other.as_posix()} (rotmnist-c4)"]
+    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    for key, title in (("psnr", "PSNR"), ("psnr_mean_target", "PSNR mean target")):
+        assert rows[0][head.index(title)] == f"{m[key]:.2f}"

@@ -11,6 +11,7 @@ from groupact.errors import CheckpointError
 
 COLUMNS: list[tuple[str, str, int]] = [
     ("psnr", "PSNR", 2), ("psnr_identity", "PSNR do-nothing", 2),
+    ("psnr_mean_target", "PSNR mean target", 2),
     ("psnr_wrong_g", "PSNR told a wrong g", 2), ("ssim", "SSIM", 3),
     ("ssim_identity", "SSIM do-nothing", 3), ("equiv_error", "equiv. err", 4),
     ("inv_error", "inv. err", 4), ("homomorphism_error", "hom. err", 5),
@@ -46,14 +47,18 @@ def _cell(v: Any, digits: int) -> str:
 
 
 def metrics_table(run_dirs: list[str | Path]) -> str:
-    """A Markdown table, one row per run: recipe, data (stand-in or real), epochs, metrics."""
+    """A Markdown table, one row per run: the run folder and its recipe (two runs of one recipe
+    with other settings are told apart by their folders), data (stand-in or real), epochs,
+    metrics."""
     head = ["run", "data", "group", "epochs (best)"] + [c[1] for c in COLUMNS]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in run_dirs:
         m = read_metrics(d)
         data = f"{m.get('dataset')}" + (" (stand-in)" if m.get("stand_in_data") else "")
         epochs = f"{m.get('epochs', '')} ({m.get('best_epoch', '?')})"
-        cells = [m.get("recipe", Path(d).name), data, m.get("group", ""), epochs]
+        recipe = m.get("recipe")
+        cells = [f"{Path(d).as_posix()}" + (f" ({recipe})" if recipe else ""), data,
+                 m.get("group", ""), epochs]
         cells += [_cell(m.get(k), digits) for k, _, digits in COLUMNS]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
