@@ -112,6 +112,19 @@ def test_user_errors_are_one_line(argv, needle, tmp_path, capsys):
     assert needle in err[0], err[0]
 
 
+def test_the_default_results_folder_is_per_budget_under_runs(tmp_path, monkeypatch, capsys):
+    """`groupact reproduce` in a checkout must not replace the committed results/."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "RESULTS.md").write_text("committed")
+    assert main(["reproduce", "--budget", "tiny", "--datasets", "rotmnist", "--methods", "ald",
+                 "--no-ablations", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "runs/reproduce-tiny/runs/rotmnist/ald/seed0" in out and "results/runs" not in out
+    assert (tmp_path / "results" / "RESULTS.md").read_text() == "committed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]   # dry: nothing written
+
+
 # --- end to end on the tiny budget ----------------------------------------------------------------
 
 def _strip_timing(text: str) -> str:

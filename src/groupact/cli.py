@@ -111,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the budget's)")
     q.add_argument("--jobs", type=int, help="runs in parallel, one thread each "
                                             "(default: min(2, CPU count))")
-    q.add_argument("--out", default="results", help="results folder (default: results)")
+    q.add_argument("--out", help="results folder (default: runs/reproduce-BUDGET, so a run in "
+                                 "a checkout never replaces the committed results/; pass "
+                                 "--out results to refresh them)")
     q.add_argument("--plan", help="a plan YAML file instead of the bundled one")
     q.add_argument("--overwrite-changed", action="store_true",
                    help="retrain runs whose saved config differs from the plan's (deletes them)")
@@ -317,6 +319,8 @@ def cmd_reproduce(args) -> int:
     from groupact.reproduce.runner import reproduce
     from groupact.reproduce.tables import write_tables
 
+    if args.out is None:
+        args.out = str(Path("runs") / f"reproduce-{args.budget}")
     if args.tables_only:
         if not (Path(args.out) / "runs").is_dir():
             raise GroupactError(f"{args.out} holds no runs ({args.out}/runs); run `groupact "
