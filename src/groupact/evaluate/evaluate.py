@@ -408,6 +408,7 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"],
                                "selected_by": SELECT_KEYS.get(cfg.train.select, cfg.train.select)}
+    log(f"evaluating {run_dir}: image metrics on {pairs.x1.shape[0]} fixed test pairs ...")
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),
@@ -416,13 +417,14 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
     if cfg.eval.probes if probes_on is None else probes_on:
         random_model = (untrained_copy(model, cfg, run.checkpoint["input_shape"],
                                        cfg.eval.seed + 20) if cfg.eval.orbit_probes else None)
-        log("linear probes ...")
+        log("linear probes (`--no-probes` skips them) ...")
         metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
                               cfg.eval.probe_l2, random_model, cfg.eval.probe_items,
                               orbit=cfg.eval.orbit_probes))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
     with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
         if do_figs:
+            log("figures ...")
             metrics["figures"] = make_figures(model, source, splits, pairs, cfg, part / "figures",
                                               run.paths.root)
         atomic_write_json(part / "metrics.json", metrics)
