@@ -87,14 +87,16 @@ def test_figures_say_when_a_part_of_the_latent_is_empty_and_skip_zero_losses(tmp
     assert "z_i is empty" in figures.empty_part_note(torch.ones(8))
     assert "z_v is empty" in figures.empty_part_note(torch.zeros(8))
     assert figures.empty_part_note(torch.tensor([1.0, 0.0])) is None
+    from matplotlib.axes import Axes
+
     drawn = {}
-    real_plot = figures.plt.Axes.plot
+    real_plot = Axes.plot
 
     def spy(ax, x, y, *args, label=None, **kw):
         drawn[label] = list(y)
         return real_plot(ax, x, y, *args, label=label, **kw)
 
-    monkeypatch.setattr(figures.plt.Axes, "plot", spy)
+    monkeypatch.setattr(Axes, "plot", spy)
     records = [{"epoch": e, "train_recon": 0.1 / e, "train_inv": 0.0, "val_loss": 0.2 / e,
                 "val_psnr": 20.0 + e} for e in (1, 2, 3)]
     figures.training_curves(records, tmp_path / "c.png", "t")

@@ -15,7 +15,8 @@ from groupact.cli import main
 from groupact.errors import ConfigError, GroupactError
 from groupact.losses import LOSSES
 from groupact.reproduce.plan import bundled_plan_text, load_plan, parse_plan
-from groupact.reproduce.runner import RUN_LOG, RunSpec, expand_plan, reproduce, run_all
+from groupact.reproduce.ledger import RUN_LOG, RunSpec
+from groupact.reproduce.runner import expand_plan, reproduce, run_all
 from groupact.reproduce.tables import write_tables
 
 #: the input shape each data kind gives a model (to build every planned model without data)

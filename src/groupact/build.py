@@ -46,9 +46,10 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...],
                    latent_dim=mc.latent_dim, fibre=mc.fibre,
                    frequencies=mc.frequencies, blocks=mc.blocks, factor=mc.factor,
                    ball=mc.ball, out_margin=mc.out_margin)
-    torch.manual_seed(cfg.train.seed)
     entry = net_entry(mc.net)
-    encoder, decoder = entry.build(spec)
+    with torch.random.fork_rng(devices=[]):   # seeded weights; the caller's RNG left as it was
+        torch.manual_seed(cfg.train.seed)
+        encoder, decoder = entry.build(spec)
     return GroupActionAutoencoder.for_input(encoder, decoder, group,
                                             mask_factory(cfg, cfg.train.seed),
                                             build_action(mc.action.kind, group), input_shape,

@@ -11,7 +11,23 @@ import os
 import sys
 from pathlib import Path
 
+import groupact
+from groupact.config import config_yaml, load_config, read_recipe, recipe_names
+from groupact.data import DATASETS
+from groupact.distributed import init_from_env, launched_by_torchrun
 from groupact.errors import GroupactError
+from groupact.evaluate.evaluate import evaluate_run
+from groupact.evaluate.report import metrics_table
+from groupact.groups import GROUPS
+from groupact.io import atomic_write_text
+from groupact.latent import ACTIONS
+from groupact.nets import NETS
+from groupact.reproduce.plan import load_plan
+from groupact.reproduce.runner import reproduce
+from groupact.reproduce.tables import write_tables
+from groupact.runs import RUNS_ROOT, export_run, latest_run_dir, new_run_dir
+from groupact.train import resume_config, signal_name, train_run
+from groupact.transform import features_file, transform_file
 
 EXIT_USER_ERROR = 2
 
@@ -24,21 +40,12 @@ class _Parser(argparse.ArgumentParser):
                                    f"`{self.prog} --help`\n")
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml), or 'unknown' when not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("groupact")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="groupact",
         description="Learn how a group acts on an autoencoder's latent space, with the latent "
                     "split into a moved part z_v and a fixed part z_i.")
-    p.add_argument("--version", action="version", version=f"groupact {_version()}")
+    p.add_argument("--version", action="version", version=f"groupact {groupact.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe into a run folder (then evaluate it)",
@@ -159,7 +166,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     """Train (or resume) a run; under ``torchrun``, one data-parallel rank of it."""
-    from groupact.distributed import init_from_env
 
     comm = init_from_env()
     try:
@@ -169,9 +175,6 @@ def cmd_train(args) -> int:
 
 
 def _train(args, comm) -> int:
-    from groupact.config import load_config
-    from groupact.runs import RUNS_ROOT, latest_run_dir, new_run_dir
-    from groupact.train import resume_config, signal_name, train_run
 
     if args.resume:
         if args.run_dir is None and args.recipe is None:
@@ -198,7 +201,6 @@ def _train(args, comm) -> int:
                   f"resume with: groupact train --resume --run-dir {run_dir}", file=sys.stderr)
         return 128 + trainer.stopped_by
     if not args.no_eval and comm.is_main:
-        from groupact.evaluate.evaluate import evaluate_run
         m = evaluate_run(run_dir)
         print(f"{cfg.name}: test PSNR {m['psnr']:.2f} dB (do nothing {m['psnr_identity']:.2f}), "
               f"SSIM {m['ssim']:.3f}; mask {m['mask_fraction']:.2f} variant; "
@@ -207,7 +209,6 @@ def _train(args, comm) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from groupact.evaluate.evaluate import evaluate_run
 
     heldout = [n.strip() for n in args.heldout.split(",") if n.strip()] if args.heldout else None
     m = evaluate_run(args.run_dir, args.out, device=args.device,
@@ -219,7 +220,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_transform(args) -> int:
-    from groupact.transform import transform_file
 
     if (args.g is None) == (args.orbit is None):
         raise GroupactError("give exactly one of --g VALUE or --orbit N")
@@ -230,7 +230,6 @@ def cmd_transform(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from groupact.transform import features_file
 
     feats = features_file(args.run_dir, args.input, args.output, args.readout)
     print(f"wrote {args.output}: {feats.shape[0]} × {feats.shape[1]} features")
@@ -238,7 +237,6 @@ def cmd_features(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from groupact.runs import export_run
 
     out = export_run(args.run_dir, Path(args.out_dir))
     sums = out / "SHA256SUMS"
@@ -260,11 +258,6 @@ def _first_sentence(text: str, limit: int = 230) -> str:
 def cmd_info(args) -> int:
     import textwrap
 
-    from groupact.config import config_yaml, load_config, read_recipe, recipe_names
-    from groupact.data import DATASETS
-    from groupact.groups import GROUPS
-    from groupact.latent import ACTIONS
-    from groupact.nets import NETS
 
     if args.recipe:
         cfg = load_config(args.recipe, args.overrides)
@@ -297,8 +290,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from groupact.evaluate.report import metrics_table
-    from groupact.io import atomic_write_text
 
     table = metrics_table(args.run_dirs)
     if args.output:
@@ -315,9 +306,6 @@ def _names(text: str | None) -> list[str] | None:
 def cmd_reproduce(args) -> int:
     import shlex
 
-    from groupact.reproduce.plan import load_plan
-    from groupact.reproduce.runner import reproduce
-    from groupact.reproduce.tables import write_tables
 
     if args.out is None:
         args.out = str(Path("runs") / f"reproduce-{args.budget}")
@@ -365,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         print("groupact: interrupted", file=sys.stderr)
         code = 130
     if args.command == "train":
-        from groupact.distributed import launched_by_torchrun
         if launched_by_torchrun():
             _leave_now(code)
     return code

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from groupact.errors import ConfigError
+from groupact.io import atomic_write_text
 
 
 @dataclass
@@ -457,5 +458,4 @@ def config_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    from groupact.io import atomic_write_text
     atomic_write_text(path, config_yaml(cfg))

@@ -27,6 +27,36 @@ from groupact.errors import GroupactError
 
 T = TypeVar("T")
 
+
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``auto`` → cuda, then mps, then cpu; anything else is passed to torch, and refused with
+    the real cause (unknown name, no such GPU) before any checkpoint is read."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise GroupactError(f"unknown {key} '{str(name)[:40]}'; use auto, cpu, cuda, cuda:N or "
+                            "mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GroupactError(f"{key}={name} but no CUDA GPU is visible on this machine; use "
+                                f"{key}=cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise GroupactError(f"{key}={name} but this machine has "
+                                f"{torch.cuda.device_count()} GPU(s); use cuda:0 or cpu")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise GroupactError(f"{key}=mps but no Apple GPU (MPS) is available; use {key}=cpu")
+    elif dev.type != "cpu":
+        raise GroupactError(f"{key}={name} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
 #: environment variables torchrun sets for every worker
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -56,7 +86,6 @@ class Comm:
 
     def device(self, name: str) -> torch.device:
         """The device this rank trains on, from ``train.device`` (see :func:`resolve_device`)."""
-        from groupact.train import resolve_device
         return resolve_device(name)
 
     def all_reduce_sum(self, t: Tensor) -> Tensor:
@@ -91,7 +120,6 @@ class DistComm(Comm):
 
     def device(self, name: str) -> torch.device:
         """Rank-local device: any CUDA choice becomes ``cuda:LOCAL_RANK`` (one GPU per process)."""
-        from groupact.train import resolve_device
         dev = resolve_device(name)
         if dev.type == "cuda":
             if self.local_rank >= torch.cuda.device_count():

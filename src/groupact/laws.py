@@ -33,6 +33,9 @@ from torch import Tensor
 from groupact.errors import ConfigError
 from groupact.groups import (SO2, SO3, Contrast, CubeRotations, CyclicRotations, CyclicShifts,
                              Group)
+from groupact.latent.actions import ACTIONS, MatrixAction, SpatialAction
+from groupact.latent.steerable import SteerableAction, to_fourier
+from groupact.nets.steerable import ToPolar
 
 #: groups whose ρ(g) turns the centred index coordinates of the image (checked by centroids)
 ROTATION_GROUPS = (SO2, CyclicRotations, SO3, CubeRotations)
@@ -210,9 +213,6 @@ def shift_phases(x: Tensor) -> Tensor:
 def reference_probe(group: Group, action, generator: torch.Generator | None = None
                     ) -> Probe | None:
     """The probe for a built-in (group, action) pair; None when none is known."""
-    from groupact.latent.actions import MatrixAction, SpatialAction
-    from groupact.latent.steerable import SteerableAction, to_fourier
-    from groupact.nets.steerable import ToPolar
 
     gen = generator or torch.Generator().manual_seed(2)
     dims = group.spatial_dims
@@ -293,7 +293,6 @@ def check_action(group: Group, action, fibre_shape: tuple[int, ...] | None = Non
 def _interpolates(group: Group, action) -> bool:
     """Spatial actions of inexact rotation groups resample; matrix, steerable, affine ones and
     the contrast group's pointwise map do not."""
-    from groupact.latent.actions import SpatialAction
     return (isinstance(action, SpatialAction) and isinstance(group, ROTATION_GROUPS)
             and not group.exact)
 
@@ -301,7 +300,6 @@ def _interpolates(group: Group, action) -> bool:
 def accepted_actions(group: Group) -> dict[str, object]:
     """Every registered action kind that accepts ``group`` (its constructor and the probe's
     fibre shape), built: the pairs the law tests cover."""
-    from groupact.latent.actions import ACTIONS
 
     out = {}
     for kind, cls in ACTIONS.items():

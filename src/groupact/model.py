@@ -35,6 +35,12 @@ class GroupActionAutoencoder(nn.Module):
             raise ConfigError(f"pixel_range must be (low, high) with high > low; got {pixel_range}")
         self.pixel_range = (lo, hi)
         self.encoder, self.decoder = encoder, decoder
+        acts_on = getattr(action, "group", None)
+        if acts_on is not None and (type(acts_on) is not type(group)
+                                    or acts_on.name != group.name):
+            raise ConfigError(f"the latent action is built for group '{acts_on.name}' but the "
+                              f"model's group is '{group.name}'; build the action with the "
+                              "same group")
         self.group, self.mask, self.action = group, mask, action
         self.latent_shape = tuple(latent_shape) if latent_shape is not None else None
         if self.latent_shape is not None:
@@ -47,10 +53,17 @@ class GroupActionAutoencoder(nn.Module):
                   pixel_range: tuple[float, float] = (0.0, 1.0)) -> "GroupActionAutoencoder":
         """Build with the latent shape found by one dry run of the encoder on ``input_shape``.
 
-        ``mask_factory(channels)`` makes the mask once the channel count is known.
+        ``mask_factory(channels)`` makes the mask once the channel count is known. The dry run is
+        in eval mode (BatchNorm statistics stay as they are) on the encoder's own device.
         """
-        with torch.no_grad():
-            z = encoder(torch.zeros(2, *input_shape))
+        device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                z = encoder(torch.zeros(2, *input_shape, device=device))
+        finally:
+            encoder.train(was_training)
         mask = mask_factory(z.shape[1])
         return cls(encoder, decoder, group, mask, action, tuple(z.shape[1:]), pixel_range)
 

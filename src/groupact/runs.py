@@ -19,7 +19,7 @@ from groupact.build import model_from_config
 from groupact.config import Config, from_dict, load_yaml, read_text_file
 from groupact.errors import CheckpointError, ConfigError
 from groupact.io import (LOCK_NAME, TEMP_GLOB, FolderLock, atomic_copy, folder_built_aside,
-                         load_checkpoint, save_checkpoint)
+                         load_checkpoint, save_checkpoint, write_checksums)
 from groupact.model import GroupActionAutoencoder
 
 
@@ -270,7 +270,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     stay behind: `groupact evaluate` on the copy draws them again) and the best checkpoint's
     weights (no optimiser state, RNG or partial sums: about a third of the size).
     """
-    from groupact.io import write_checksums
 
     run = load_run(run_dir)   # every check `evaluate` makes, before anything is written
     out_dir = Path(out_dir)

@@ -29,7 +29,7 @@ from groupact.build import group_from_config, model_from_config
 from groupact.config import Config, TrainConfig, check_ranges, from_dict, load_config, merge, \
     parse_override, save_config
 from groupact.data import PairBatch, PairSource, Splits, TensorSet, build_pair_source, load_data
-from groupact.distributed import Comm
+from groupact.distributed import Comm, resolve_device
 from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
 from groupact.io import (LOCK_NAME, FolderLock, append_jsonl, atomic_copy, atomic_write_json,
@@ -43,7 +43,7 @@ from groupact.runs import RunPaths, check_net_version, config_differences, forei
     read_run_config
 
 __all__ = ["RunPaths", "TIMING_KEYS", "RESUMABLE_KEYS", "Trainer", "train_run", "resume_config",
-           "check_resume_config", "history", "resolve_device", "epoch_generator", "fixed_pairs",
+           "check_resume_config", "history", "epoch_generator", "fixed_pairs",
            "batches"]
 
 #: fields of a metrics.jsonl record that measure wall-clock time; all others are deterministic
@@ -57,35 +57,6 @@ RESUMABLE_KEYS = frozenset({
 
 #: train.select: the validation number whose lowest value picks best.pt → how reports name it
 SELECT_KEYS = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
-
-
-def resolve_device(name: str, key: str = "train.device") -> torch.device:
-    """``auto`` → cuda, then mps, then cpu; anything else is passed to torch, and refused with
-    the real cause (unknown name, no such GPU) before any checkpoint is read."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise GroupactError(f"unknown {key} '{str(name)[:40]}'; use auto, cpu, cuda, cuda:N or "
-                            "mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GroupactError(f"{key}={name} but no CUDA GPU is visible on this machine; use "
-                                f"{key}=cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise GroupactError(f"{key}={name} but this machine has "
-                                f"{torch.cuda.device_count()} GPU(s); use cuda:0 or cpu")
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise GroupactError(f"{key}=mps but no Apple GPU (MPS) is available; use {key}=cpu")
-    elif dev.type != "cpu":
-        raise GroupactError(f"{key}={name} is not supported; use auto, cpu, cuda, cuda:N or mps")
-    return dev
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

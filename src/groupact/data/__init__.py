@@ -8,8 +8,14 @@ import sys
 from typing import Callable
 
 from groupact.config import Config, DataConfig
+from groupact.data.adrenal import load_adrenal_synthetic, load_medmnist_npz
 from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
+from groupact.data.brain import load_brain2d_slices, load_brain3d_synthetic, load_brain_folder
+from groupact.data.images import load_folder, load_npz
+from groupact.data.mnist import IDX_HELP, load_mnist5k, load_mnist_idx
 from groupact.data.pairs import Occluder, PairBatch, PairSource, TransformPairs
+from groupact.data.parcels import load_parcels
+from groupact.data.planes import load_planes
 from groupact.errors import ConfigError
 from groupact.groups import Group
 
@@ -17,24 +23,20 @@ Loader = Callable[[DataConfig], Splits]
 
 
 def _mnist5k(c: DataConfig) -> Splits:
-    from groupact.data.mnist import load_mnist5k
     return load_mnist5k(c.n_train, c.n_val, c.n_test, c.split_seed)
 
 
 def _mnist(c: DataConfig) -> Splits:
-    from groupact.data.mnist import IDX_HELP, load_mnist_idx
     if not c.path:
         raise ConfigError(f"data.kind=mnist needs data.path=FOLDER; {IDX_HELP}")
     return load_mnist_idx(c.path, c.n_train, c.n_val, c.n_test, c.split_seed)
 
 
 def _npz(c: DataConfig) -> Splits:
-    from groupact.data.images import load_npz
     return load_npz(c.path, c.size, c.channels, c.n_train, c.n_val, c.n_test, c.split_seed)
 
 
 def _folder(c: DataConfig) -> Splits:
-    from groupact.data.images import load_folder
     return load_folder(c.path, c.size, c.channels, c.n_train, c.n_val, c.n_test, c.split_seed)
 
 
@@ -45,7 +47,6 @@ def _counts(c: DataConfig) -> dict[str, int]:
 
 
 def _brain3d(c: DataConfig) -> Splits:
-    from groupact.data.brain import load_brain3d_synthetic, load_brain_folder
     if c.path:
         if c.heldout:
             raise ConfigError("data.heldout replaces the test split of the generated population; "
@@ -56,13 +57,11 @@ def _brain3d(c: DataConfig) -> Splits:
 
 
 def _brain2d(c: DataConfig) -> Splits:
-    from groupact.data.brain import load_brain2d_slices
     return load_brain2d_slices(size=c.size or 64, seed=c.split_seed, path=c.path,
                                cache_dir=c.cache_dir, **_counts(c))
 
 
 def _adrenal3d(c: DataConfig) -> Splits:
-    from groupact.data.adrenal import load_adrenal_synthetic, load_medmnist_npz
     if c.path:
         return load_medmnist_npz(c.path)
     return load_adrenal_synthetic(size=c.size or 28, seed=c.split_seed, cache_dir=c.cache_dir,
@@ -70,7 +69,6 @@ def _adrenal3d(c: DataConfig) -> Splits:
 
 
 def _parcels3d(c: DataConfig) -> Splits:
-    from groupact.data.parcels import load_parcels
     return load_parcels(c.path, size=c.size or 28, seed=c.split_seed, cache_dir=c.cache_dir)
 
 
@@ -82,14 +80,12 @@ def _composited(splits: Splits) -> Splits:
 
 
 def _planes(c: DataConfig) -> Splits:
-    from groupact.data.planes import load_planes
     return _composited(load_planes(n_planes=c.n_items or 40, n_poses=c.n_poses,
                                    size=c.size or 64, split_seed=c.split_seed, mesh_dir=c.path,
                                    cache_dir=c.cache_dir))
 
 
 def _planes_debian(c: DataConfig) -> Splits:
-    from groupact.data.planes import load_planes
 
     def log(msg: str) -> None:
         print(f"planes-debian: {msg}", file=sys.stderr, flush=True)

@@ -25,7 +25,8 @@ from groupact.evaluate.views3d import looks_binary
 from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
 from groupact.model import GroupActionAutoencoder
 from groupact.runs import claim_eval_folder, load_run
-from groupact.train import SELECT_KEYS, batches, fixed_pairs, resolve_device
+from groupact.distributed import resolve_device
+from groupact.train import SELECT_KEYS, batches, fixed_pairs
 
 EVAL_BATCH = 256
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+from groupact.evaluate.views3d import whole_volume_views
+from groupact.io import atomic_save_figure
 
-from groupact.evaluate.views3d import whole_volume_views  # noqa: E402
-from groupact.io import atomic_save_figure  # noqa: E402
+
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
+    """(figure, axes) on matplotlib's object-oriented API: no pyplot, so drawing here neither
+    switches the backend of a user's session nor keeps figures alive in pyplot's registry."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def to_display(x: Tensor) -> np.ndarray:
@@ -52,7 +56,7 @@ def _grid(rows: list[tuple[str, np.ndarray]], titles: list[str] | None, path: Pa
           suptitle: str, cmaps: dict[str, str] | None = None, scale: float = 1.3) -> None:
     n_cols = len(rows[0][1])
     aspect = rows[0][1].shape[2] / rows[0][1].shape[1]
-    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+    fig, axes = _subplots(len(rows), n_cols, squeeze=False,
                              figsize=(scale * aspect * n_cols + 1.2, scale * len(rows) + 0.6))
     for r, (name, imgs) in enumerate(rows):
         cmap = (cmaps or {}).get(name, "gray")
@@ -65,7 +69,6 @@ def _grid(rows: list[tuple[str, np.ndarray]], titles: list[str] | None, path: Pa
                 axes[r, c].set_title(titles[c], fontsize=8)
     fig.suptitle(suptitle, fontsize=10)
     atomic_save_figure(path, fig)
-    plt.close(fig)
 
 
 def reconstruction_grid(x1: Tensor, x2: Tensor, pred: Tensor, labels: list[str],
@@ -117,7 +120,7 @@ def latent_maps(x: Tensor, z: Tensor, mask: Tensor, path: Path, title: str,
     norms = z.flatten(2).norm(dim=2).detach().cpu().numpy()  # (B, C)
     n = min(6, z.shape[0])
     rows = [("input", to_display(x))] + parts
-    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(2.2 * n, 2.1 * (len(rows) + 1)),
+    fig, axes = _subplots(len(rows) + 1, n, figsize=(2.2 * n, 2.1 * (len(rows) + 1)),
                              squeeze=False)
     colors = np.where(mask.cpu().numpy() > 0.5, "tab:red", "tab:blue")
     for c in range(n):
@@ -130,7 +133,6 @@ def latent_maps(x: Tensor, z: Tensor, mask: Tensor, path: Path, title: str,
     axes[-1, 0].set_ylabel("|fibre| (red: z_v, blue: z_i)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     atomic_save_figure(path, fig)
-    plt.close(fig)
 
 
 def empty_part_note(mask: Tensor) -> str | None:
@@ -151,7 +153,7 @@ def swap_grid(xa: Tensor, xb: Tensor, swapped: Tensor, path: Path, title: str,
     under the title, e.g. why every column looks the same)."""
     n, k = xa.shape[0], xb.shape[0]
     a, b, s = to_display(xa), to_display(xb), to_display(swapped.view(n * k, *swapped.shape[2:]))
-    fig, axes = plt.subplots(n + 1, k + 1, figsize=(1.3 * (k + 1) + 0.6, 1.3 * (n + 1) + 0.6),
+    fig, axes = _subplots(n + 1, k + 1, figsize=(1.3 * (k + 1) + 0.6, 1.3 * (n + 1) + 0.6),
                              squeeze=False)
     axes[0, 0].axis("off")
     axes[0, 0].text(0.5, 0.5, "z_v: row\nz_i: column", ha="center", va="center", fontsize=8)
@@ -163,7 +165,6 @@ def swap_grid(xa: Tensor, xb: Tensor, swapped: Tensor, path: Path, title: str,
             _show(axes[i + 1, j + 1], s[i * k + j])
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10 if not note else 8)
     atomic_save_figure(path, fig)
-    plt.close(fig)
 
 
 def training_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -171,7 +172,7 @@ def training_curves(records: list[dict[str, Any]], path: Path, title: str) -> No
     if not records:
         return
     ep = [r["epoch"] for r in records]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a, b) = _subplots(1, 2, figsize=(10, 3.6))
     never = []   # terms that are 0 every epoch (e.g. L_inv with z_i empty): no line on a log axis
     for key in sorted(k for k in records[-1] if k.startswith(("train_", "val_")) and
                       k != "val_psnr"):
@@ -195,7 +196,6 @@ def training_curves(records: list[dict[str, Any]], path: Path, title: str) -> No
     b.set_title("validation PSNR of T_g x through the latent")
     fig.suptitle(title, fontsize=10)
     atomic_save_figure(path, fig)
-    plt.close(fig)
 
 
 def mask_over_epochs(records: list[dict[str, Any]], tau: float | None, path: Path,
@@ -209,7 +209,7 @@ def mask_over_epochs(records: list[dict[str, Any]], tau: float | None, path: Pat
         return
     hard = np.array([r["mask"] for r in records]).T  # (C, epochs)
     probs = np.array([r.get("mask_probs", r["mask"]) for r in records])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1.3]})
+    fig, (a, b) = _subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1.3]})
     a.imshow(hard, aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest",
              extent=(0.5, len(records) + 0.5, hard.shape[0] - 0.5, -0.5))
     a.set_xlabel("epoch")
@@ -224,4 +224,3 @@ def mask_over_epochs(records: list[dict[str, Any]], tau: float | None, path: Pat
     b.set_title("fraction variant")
     fig.suptitle(title, fontsize=10)
     atomic_save_figure(path, fig)
-    plt.close(fig)

@@ -40,10 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from groupact.config import Config, load_yaml, read_text_file, save_config
+from groupact.config import Config, load_config, load_yaml, read_text_file, save_config
+from groupact.data import load_data
 from groupact.errors import CheckpointError, ConfigError
 from groupact.io import FolderLock, atomic_write_json, make_folder, read_json_object
+from groupact.reproduce.ledger import (MANIFEST, RUN_LOG, RUN_META, RunSpec, duration,
+                                       read_run_meta, write_run_meta)
 from groupact.reproduce.plan import MAX_RUNS, MAX_SEEDS, Plan, load_plan
+from groupact.reproduce.tables import write_tables
 from groupact.runs import RunPaths, config_differences, foreign_entries, with_defaults
 
 #: config keys that do not change what a run computes: a saved run differing only in these is
@@ -51,43 +55,7 @@ from groupact.runs import RunPaths, config_differences, foreign_entries, with_de
 IGNORED_KEYS = frozenset({"description", "train.device", "train.threads", "train.progress",
                           "train.checkpoint_every"})
 
-#: per-run bookkeeping of the runner (dataset, method, seed, accumulated wall time)
-RUN_META = "reproduce.json"
-RUN_LOG = "reproduce.log"
-#: per-results-folder record of the last invocation (budget, command, machine, wall time)
-MANIFEST = "reproduce.json"
-
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
-
-
-@dataclass
-class RunSpec:
-    """One run of the plan: where it lives and the exact ``groupact train`` that makes it."""
-
-    dataset: str
-    method: str
-    kind: str                      # "method" or "ablation"
-    seed: int
-    recipe: str
-    overrides: list[str]
-    run_dir: Path
-    probe_only: bool = False
-    #: decided by :func:`inspect_runs`: new | resume | reuse | reevaluate
-    action: str = "new"
-
-    @property
-    def label(self) -> str:
-        return f"{self.dataset}/{self.method}/seed{self.seed}"
-
-    def command(self) -> list[str]:
-        """The worker's command line (also written at the top of its log)."""
-        if self.action == "reevaluate":
-            return [sys.executable, "-m", "groupact.cli", "evaluate", str(self.run_dir)]
-        cmd = [sys.executable, "-m", "groupact.cli", "train", self.recipe, "--resume",
-               "--run-dir", str(self.run_dir)]
-        for o in self.overrides:
-            cmd += ["--set", o]
-        return cmd
 
 
 @dataclass
@@ -181,7 +149,6 @@ def expand_plan(plan: Plan, budget: str, out: Path, datasets: list[str] | None =
 # --- what exists already -----------------------------------------------------------------------
 
 def run_config(spec: RunSpec) -> Config:
-    from groupact.config import load_config
     return load_config(spec.recipe, spec.overrides)
 
 
@@ -254,7 +221,6 @@ def prepare_data(runs: list[RunSpec], say: Callable[[str], None]) -> None:
     """
     import torch
 
-    from groupact.data import load_data
 
     torch.set_num_threads(1)
     seen: set[str] = set()
@@ -268,29 +234,11 @@ def prepare_data(runs: list[RunSpec], say: Callable[[str], None]) -> None:
         splits = load_data(data)
         say(f"data {spec.dataset}: {splits.info.get('name', data.kind)}, "
             f"{len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test "
-            f"({_duration(time.perf_counter() - t0)})")
+            f"({duration(time.perf_counter() - t0)})")
         del splits
 
 
 # --- bookkeeping files ---------------------------------------------------------------------------
-
-def read_run_meta(run_dir: Path) -> dict[str, Any]:
-    return read_json_object(Path(run_dir) / RUN_META)
-
-
-def write_run_meta(spec: RunSpec, budget: str, add_seconds: float, status: str,
-                   add_cpu: float | None = None) -> None:
-    """What the tables need besides metrics.json: names, kind, the run's accumulated wall time
-    and CPU time (over every invocation that worked on it)."""
-    meta = read_run_meta(spec.run_dir)
-    meta.update({"dataset": spec.dataset, "method": spec.method, "kind": spec.kind,
-                 "seed": spec.seed, "probe_only": spec.probe_only, "recipe": spec.recipe,
-                 "overrides": spec.overrides, "budget": budget,
-                 "seconds": round(float(meta.get("seconds", 0.0)) + add_seconds, 1),
-                 "cpu_seconds": round(float(meta.get("cpu_seconds", 0.0)) + (add_cpu or 0.0), 1),
-                 "status": status})
-    atomic_write_json(spec.run_dir / RUN_META, meta)
-
 
 def machine() -> dict[str, Any]:
     import torch
@@ -300,15 +248,6 @@ def machine() -> dict[str, Any]:
 
 
 # --- progress ------------------------------------------------------------------------------------
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
 
 class Progress:
     """One line per started and finished run, with an ETA from the runs finished so far.
@@ -343,7 +282,7 @@ class Progress:
             if est is None:
                 return "ETA unknown"
             work += max(0.0, est - (now - t0))
-        return f"ETA {_duration(work / max(1, self.jobs))}"
+        return f"ETA {duration(work / max(1, self.jobs))}"
 
     def started(self, spec: RunSpec, n_running: int, n_waiting: int) -> None:
         how = {"resume": "resuming", "reevaluate": "evaluating again"}.get(spec.action, "new")
@@ -363,8 +302,8 @@ class Progress:
             tail = f"{len(running)} still stopping"
         else:
             tail = f"{left} left, {self.eta(waiting, running)}" if left else "all done"
-        cpu = "" if outcome.cpu_seconds is None else f" (CPU {_duration(outcome.cpu_seconds)})"
-        self.say(f"[{k}/{self.total}] {spec.label}: {what} in {_duration(outcome.seconds)}{cpu}; "
+        cpu = "" if outcome.cpu_seconds is None else f" (CPU {duration(outcome.cpu_seconds)})"
+        self.say(f"[{k}/{self.total}] {spec.label}: {what} in {duration(outcome.seconds)}{cpu}; "
                  f"{tail}")
 
 
@@ -589,7 +528,6 @@ def _reproduce(runs: list[RunSpec], plan: Plan, out: Path, budget: str, jobs: in
                overwrite_changed: bool, dry_run: bool, reevaluate: bool, command: str,
                say: Callable[[str], None], t_start: float) -> ReproduceResult:
     """:func:`reproduce` once the results folder is locked."""
-    from groupact.reproduce.tables import write_tables
 
     inspect_runs(runs, overwrite_changed=overwrite_changed, delete=not dry_run,
                  reevaluate=reevaluate)

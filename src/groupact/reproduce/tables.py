@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from groupact.io import atomic_copy, atomic_write_text, read_json_object
+from groupact.reproduce.ledger import MANIFEST, duration, read_run_meta
 from groupact.reproduce.plan import Plan
 
 #: the figures of the reference method's seed-0 run that the HTML page embeds, per dataset
@@ -100,7 +101,6 @@ def _number(v: Any) -> float | None:
 
 def collect(out: Path, plan: Plan | None) -> list[RunRecord]:
     """Every evaluated run under ``out/runs``, in plan order (dataset, method, seed)."""
-    from groupact.reproduce.runner import read_run_meta
 
     records = []
     for path in sorted(Path(out).glob("runs/*/*/seed*/eval/metrics.json")):
@@ -346,13 +346,11 @@ def all_tables(plan: Plan | None, records: list[RunRecord]) -> list[Table]:
 # --- header, legend, figures ----------------------------------------------------------------------
 
 def read_manifest(out: Path) -> dict[str, Any]:
-    from groupact.reproduce.runner import MANIFEST
     return read_json_object(Path(out) / MANIFEST)
 
 
 def _duration(seconds: float | None) -> str:
-    from groupact.reproduce.runner import _duration as d
-    return "unknown" if seconds is None else d(seconds)
+    return "unknown" if seconds is None else duration(seconds)
 
 
 def header_lines(manifest: dict[str, Any], records: list[RunRecord]) -> tuple[list[str], str]:
