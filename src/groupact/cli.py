@@ -20,7 +20,7 @@ from groupact.evaluate.evaluate import evaluate_run
 from groupact.evaluate.report import metrics_table
 from groupact.groups import GROUPS
 from groupact.io import atomic_write_text
-from groupact.latent import ACTIONS
+from groupact.latent import ACTIONS, MASKS
 from groupact.nets import NETS
 from groupact.reproduce.plan import load_plan
 from groupact.reproduce.runner import reproduce
@@ -279,13 +279,17 @@ def cmd_info(args) -> int:
     for k, (_, d) in sorted(DATASETS.items()):
         print(f"  {k:22s} {d}")
     print("groups (group.name):")
-    for k, (_, d) in sorted(GROUPS.items()):
-        print(f"  {k:22s} {d}")
+    for k, d in GROUPS.describe():
+        params = GROUPS.entry(k).params
+        print(f"  {k:22s} {d}" + (f" [{', '.join(f'group.{p}' for p in params)}]"
+                                  if params else ""))
     print("networks (model.net):")
     for k, (_, d, *_) in sorted(NETS.items()):
         print(f"  {k:22s} {d}")
     print("latent actions (model.action.kind): " + ", ".join(ACTIONS))
-    print("masks (model.mask.kind): ald, fixed, all")
+    print("masks (model.mask.kind):")
+    for k, d in MASKS.describe():
+        print(f"  {k:22s} {d}")
     return 0
 
 

@@ -8,7 +8,6 @@ setting. The resolved config is written into every run folder, so each number ha
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from groupact.errors import ConfigError
+from groupact.errors import ConfigError, did_you_mean
 from groupact.io import atomic_write_text
 
 
@@ -216,8 +215,8 @@ def _field_types(cls) -> dict[str, Any]:
 def unknown_key(key: str, prefix: str, valid: list[str], what: str = "config key") -> ConfigError:
     """The error for a key that is not in ``valid``, naming the nearest valid one (or all)."""
     full = f"{prefix}{key}"
-    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean '{prefix}{near[0]}'?" if near else \
+    near = did_you_mean(key, valid)
+    hint = near.replace("mean '", f"mean '{prefix}", 1) if near else \
         f"; valid keys here: {', '.join(valid)}"
     return ConfigError(f"unknown {what} '{full}'{hint}")
 
@@ -346,8 +345,7 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     else:
         res = resources.files("groupact") / "recipes" / f"{name_or_path}.yaml"
         if not res.is_file():
-            near = difflib.get_close_matches(name_or_path, recipe_names(), n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else ""
+            hint = did_you_mean(name_or_path, recipe_names())
             raise ConfigError(f"unknown recipe '{name_or_path}'{hint} (see `groupact info`, or "
                               "give a path to a .yaml file)")
         text = res.read_text(encoding="utf-8")

@@ -2,10 +2,10 @@
 
 from groupact.latent.actions import (ACTIONS, AffineAction, LatentAction, MatrixAction,
                                      SpatialAction, build_action)
-from groupact.latent.masks import ALDMask, AllVariantMask, ChannelMask, FixedMask
+from groupact.latent.masks import MASKS, ALDMask, AllVariantMask, ChannelMask, FixedMask
 from groupact.latent.steerable import SteerableAction
 
 ACTIONS["steerable"] = SteerableAction
 
-__all__ = ["ACTIONS", "ALDMask", "AffineAction", "AllVariantMask", "ChannelMask", "FixedMask",
+__all__ = ["ACTIONS", "MASKS", "ALDMask", "AffineAction", "AllVariantMask", "ChannelMask", "FixedMask",
            "LatentAction", "MatrixAction", "SpatialAction", "SteerableAction", "build_action"]

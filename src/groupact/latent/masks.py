@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from groupact.errors import ConfigError
+from groupact.registry import Registry
 
 
 class ChannelMask(nn.Module):
@@ -101,3 +102,30 @@ class AllVariantMask(FixedMask):
 
     def __init__(self, channels: int):
         super().__init__(channels, range(channels))
+
+
+def _ald(channels: int, tau: float = 0.5, init_logit: float = 0.0, init_std: float = 0.01,
+         generator: torch.Generator | None = None, **trainer_options) -> ALDMask:
+    """The learned mask; ``trainer_options`` (estimator, lr_scale, sample_epochs,
+    freeze_epochs) are read by the trainer, which is why the ald entry accepts them."""
+    return ALDMask(channels, tau, init_logit, init_std, generator=generator)
+
+
+def _fixed(channels: int, variant: Sequence[int] | None = None, variant_fraction: float = 0.5,
+           generator: torch.Generator | None = None) -> FixedMask:
+    if variant is not None:
+        return FixedMask(channels, variant)
+    return FixedMask.first_fraction(channels, variant_fraction)
+
+
+#: model.mask.kind → mask; its parameters are the model.mask.* keys it reads
+MASKS: Registry[ChannelMask] = Registry("model.mask.kind", "model.mask")
+MASKS.register("ald", _ald, "the paper's learned mask: 1[σ(α) > τ], straight-through (or flip) "
+               "gradients to the logits α",
+               ["tau", "init_logit", "init_std", "estimator", "lr_scale", "sample_epochs",
+                "freeze_epochs"])
+MASKS.register("fixed", _fixed, "a hand-chosen split: the listed channels, or the first "
+               "fraction, variant (Jin et al.)", ["variant", "variant_fraction"])
+MASKS.register("all", lambda channels, generator=None: AllVariantMask(channels),
+               "every channel variant (no split; z_i empty)")
+

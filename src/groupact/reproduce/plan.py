@@ -19,7 +19,6 @@ A run's config is the dataset's recipe with overrides applied in this order (lat
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 from groupact.config import Config, check_ranges, load_config, load_yaml, parse_override, \
     read_text_file, shown, unknown_key
-from groupact.errors import ConfigError
+from groupact.errors import ConfigError, did_you_mean
 
 #: bounds on a plan's size: a typo like ``seeds: 100000000`` is an error, not a hang
 MAX_SEEDS = 1000
@@ -153,8 +152,7 @@ class Plan:
 # --- strict reading ------------------------------------------------------------------------------
 
 def _hint(name: str, valid: list[str]) -> str:
-    near = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-    return f"; did you mean '{near[0]}'?" if near else ""
+    return did_you_mean(name, valid)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from groupact.config import Config, load_config, load_yaml, read_text_file, save_config
 from groupact.data import load_data
-from groupact.errors import CheckpointError, ConfigError
+from groupact.errors import CheckpointError, ConfigError, did_you_mean
 from groupact.io import FolderLock, atomic_write_json, make_folder, read_json_object
 from groupact.reproduce.ledger import (MANIFEST, RUN_LOG, RUN_META, RunSpec, duration,
                                        read_run_meta, write_run_meta)
@@ -100,12 +100,10 @@ def _select(requested: list[str] | None, valid: list[str], what: str) -> list[st
     """Names the user asked for, checked against the plan (an unknown one is a user error)."""
     if requested is None:
         return list(valid)
-    import difflib
     for name in requested:
         if name not in valid:
-            near = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{near[0]}'?" if near else ""
-            raise ConfigError(f"unknown {what} '{name}'{hint}; the plan has: {', '.join(valid)}")
+            raise ConfigError(f"unknown {what} '{name}'{did_you_mean(name, valid)}; the plan "
+                              f"has: {', '.join(valid)}")
     return [v for v in valid if v in requested]
 
 
