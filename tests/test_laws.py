@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from groupact import laws
+from groupact.errors import ConfigError
 from groupact.groups import (GROUPS, SO2, SO3, CubeRotations, CyclicRotations, CyclicShifts,
                              build_group)
-from groupact.latent import ACTIONS, MatrixAction, SpatialAction, SteerableAction
+from groupact.latent import ACTIONS, MatrixAction, SpatialAction, SteerableAction, build_action
 
 #: every registered group with its default parameters, plus the C_n and shift variants whose
 #: actions take other code paths (bilinear C_3 / C_8, shifts by 4-pixel steps)
@@ -30,7 +31,7 @@ def test_image_action_laws(name):
 @pytest.mark.parametrize("gname,kind", PAIRS, ids=[f"{g}-{k}" for g, k in PAIRS])
 def test_action_laws(gname, kind):
     group = INSTANCES[gname]
-    action = ACTIONS[kind](group)
+    action = build_action(kind, group)
     probe = laws.reference_probe(group, action)
     assert probe is not None, f"no data-turn probe for {kind} on {gname}"
     laws.check_action(group, action, probe=probe,
@@ -42,8 +43,24 @@ def test_coverage_every_group_has_actions_and_the_expected_ones():
     assert all(covered.values()), covered
     assert covered["so3"] == {"spatial", "matrix"} and covered["cube"] == {"spatial", "matrix"}
     assert covered["so2"] == {"spatial", "matrix", "steerable"}
-    assert covered["contrast"] == {"spatial", "matrix", "affine"}
+    # contrast's ρ = [[a, b], [0, 1]] is no rotation: the matrix action's Gram read-out would
+    # not be invariant, so the group says so (matrix_kind) and the matrix action refuses it
+    assert covered["contrast"] == {"spatial", "affine"}
     assert "affine" not in covered["so2"]        # cos θ·z − sin θ is not an action
+    with pytest.raises(ConfigError, match="needs a rotation group.*use action.kind=affine"):
+        build_action("matrix", INSTANCES["contrast"]).check_fibre((2,))
+
+
+class MirroredSO2(SO2):
+    """ρ(θ) = R(θ)·diag(1, −1): orthogonal, a reflection, not a rotation; claims to be one."""
+
+    def matrix(self, g):
+        return super().matrix(g) @ torch.diag(torch.tensor([1.0, -1.0]))
+
+
+def test_a_rotation_group_whose_matrices_reflect_fails_its_laws():
+    with pytest.raises(AssertionError, match="matrix_det_is_one|matrix_homomorphism"):
+        laws.check_group(MirroredSO2())
 
 
 # --- the checks have teeth ---------------------------------------------------------------------

@@ -286,7 +286,9 @@ def cmd_info(args) -> int:
     print("networks (model.net):")
     for k, (_, d, *_) in sorted(NETS.items()):
         print(f"  {k:22s} {d}")
-    print("latent actions (model.action.kind): " + ", ".join(ACTIONS))
+    print("latent actions (model.action.kind):")
+    for k, d in ACTIONS.describe():
+        print(f"  {k:22s} {d}")
     print("masks (model.mask.kind):")
     for k, d in MASKS.describe():
         print(f"  {k:22s} {d}")

@@ -106,8 +106,13 @@ def check_group(group: Group, n: int = 64, tol: float = 1e-5,
             "matrix_identity": relative_error(group.matrix(e), eye),
             "matrix_inverse": relative_error(rinv @ ra, eye),
         })
-        if getattr(group, "matrix_orthogonal", True):
+        if group.matrix_kind == "rotation":   # ρ(g) ∈ SO(k): orthogonal, and no reflection
             errors["matrix_transpose_is_inverse"] = relative_error(ra.transpose(-1, -2), rinv)
+            det = torch.linalg.det(ra.double()).to(ra.dtype)
+            errors["matrix_det_is_one"] = relative_error(det, torch.ones_like(det))
+        elif group.matrix_kind == "affine":    # ρ(g) = [[a, b], [0, 1]]
+            last = torch.tensor([0.0, 1.0]).to(ra).expand(n, 2)
+            errors["matrix_affine_last_row"] = relative_error(ra[:, 1], last)
         tols.update({k: tol for k in errors if k.startswith("matrix_")})
         if not is_abelian(group, n, gen):
             errors["matrix_order_power"] = relative_error(rb @ ra, rab)
@@ -302,9 +307,9 @@ def accepted_actions(group: Group) -> dict[str, object]:
     fibre shape), built: the pairs the law tests cover."""
 
     out = {}
-    for kind, cls in ACTIONS.items():
+    for kind in ACTIONS:
         try:
-            action = cls(group)
+            action = ACTIONS.entry(kind).factory(group)
             probe = reference_probe(group, action)
             fibre = (1,) if probe is None else tuple(probe.fn(probe.images[:1]).shape[2:])
             action.check_fibre(fibre)

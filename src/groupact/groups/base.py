@@ -26,8 +26,10 @@ class Group(ABC):
     spatial_dims: int = 2
     #: the size k of the k×k matrix representation used by :class:`MatrixAction` (0 = none)
     matrix_dim: int = 0
-    #: True when ρ(g) is orthogonal, ρ(g)ᵀ = ρ(g⁻¹) (rotations; not the affine contrast group)
-    matrix_orthogonal: bool = True
+    #: what the matrix representation is, so actions check capabilities instead of guessing them
+    #: from shapes: "rotation" (ρ(g) ∈ SO(k): ρᵀ = ρ⁻¹ and det ρ = +1, what the matrix action's
+    #: Gram invariants need), "affine" (ρ(g) = [[a, b], [0, 1]], the contrast group), or None
+    matrix_kind: str | None = None
 
     # --- elements -------------------------------------------------------------------------
     @abstractmethod

@@ -37,7 +37,7 @@ class Contrast(Group):
     name = "contrast"
     spatial_dims = 2
     matrix_dim = 2
-    matrix_orthogonal = False
+    matrix_kind = "affine"
 
     def __init__(self, a_max: float = 2.0, b_max: float = 1.0, eps: float = 1e-3,
                  inside: str = "all", threshold: float = 0.05):

@@ -50,6 +50,7 @@ class CyclicRotations(Group):
     """
 
     matrix_dim = 2
+    matrix_kind = "rotation"
 
     def __init__(self, n: int = 4):
         if n < 1:
@@ -116,6 +117,7 @@ class SO2(Group):
 
     name = "so2"
     matrix_dim = 2
+    matrix_kind = "rotation"
 
     def identity(self, n, device=None):
         return torch.zeros(n, device=device)
@@ -169,6 +171,7 @@ class CyclicShifts(Group):
     name = "shift"
     exact = True
     matrix_dim = 4
+    matrix_kind = "rotation"
 
     def __init__(self, size: int = 28, unit: int = 1):
         if size % unit:

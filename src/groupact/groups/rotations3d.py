@@ -149,6 +149,7 @@ class SO3(Group):
     name = "so3"
     spatial_dims = 3
     matrix_dim = 3
+    matrix_kind = "rotation"
 
     def identity(self, n, device=None):
         return torch.eye(3, device=device).expand(n, 3, 3).clone()
@@ -215,6 +216,7 @@ class CubeRotations(Group):
     exact = True
     spatial_dims = 3
     matrix_dim = 3
+    matrix_kind = "rotation"
     order = 24
 
     def __init__(self):

@@ -5,7 +5,6 @@ from groupact.latent.actions import (ACTIONS, AffineAction, LatentAction, Matrix
 from groupact.latent.masks import MASKS, ALDMask, AllVariantMask, ChannelMask, FixedMask
 from groupact.latent.steerable import SteerableAction
 
-ACTIONS["steerable"] = SteerableAction
 
 __all__ = ["ACTIONS", "MASKS", "ALDMask", "AffineAction", "AllVariantMask", "ChannelMask", "FixedMask",
            "LatentAction", "MatrixAction", "SpatialAction", "SteerableAction", "build_action"]

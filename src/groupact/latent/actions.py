@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from groupact.errors import ConfigError
 from groupact.groups import Group
+from groupact.registry import Registry
 
 
 class LatentAction(nn.Module):
@@ -72,6 +73,11 @@ class MatrixAction(LatentAction):
         k = self.group.matrix_dim
         if k == 0:
             raise ConfigError(f"group '{self.group.name}' has no matrix representation")
+        if self.group.matrix_kind != "rotation":
+            raise ConfigError(f"action.kind=matrix needs a rotation group (ρ(g) ∈ SO(k)); "
+                              f"'{self.group.name}' is {self.group.matrix_kind}"
+                              + ("; use action.kind=affine" if self.group.matrix_kind == "affine"
+                                 else ""))
         if fibre != (k,):
             raise ConfigError(f"action.kind=matrix for group '{self.group.name}' needs fibres of "
                               f"size {k}; the latent's fibres are {fibre} (set model.fibre={k})")
@@ -100,7 +106,7 @@ class AffineAction(LatentAction):
     """
 
     def check_fibre(self, fibre):
-        if self.group.matrix_dim != 2 or not _is_affine(self.group):
+        if self.group.matrix_kind != "affine":
             raise ConfigError(f"action.kind=affine needs a 1-D affine group (contrast); got "
                               f"'{self.group.name}'")
 
@@ -117,22 +123,14 @@ class AffineAction(LatentAction):
         return centred / centred.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-8)
 
 
-def _is_affine(group: Group) -> bool:
-    """ρ(g) = [[a, b], [0, 1]] on sampled elements: a 2×2 rotation group (SO(2), C_n) is not
-    one, and ρ₀₀·z + ρ₀₁ = cos θ·z − sin θ would not even be an action."""
-    rho = group.matrix(group.sample(16, torch.Generator().manual_seed(0)))
-    last = torch.tensor([0.0, 1.0]).to(rho)
-    return bool(torch.allclose(rho[:, 1], last.expand(rho.shape[0], 2), atol=1e-6))
-
-
-ACTIONS: dict[str, type[LatentAction]] = {
-    "spatial": SpatialAction,
-    "matrix": MatrixAction,
-    "affine": AffineAction,
-}
+#: model.action.kind → action class (built with the model's group); steerable.py adds its own
+ACTIONS: Registry[LatentAction] = Registry("model.action.kind", "model.action")
+ACTIONS.register("spatial", SpatialAction, "the group's own turn/shift of each channel's "
+                 "feature map or volume (rot90, grid resampling, rolls)")
+ACTIONS.register("matrix", MatrixAction, "ρ(g) ∈ SO(k) on k-vector fibres (Jin et al.)")
+ACTIONS.register("affine", AffineAction, "a·z + b on every entry: the contrast group")
 
 
 def build_action(kind: str, group: Group) -> LatentAction:
-    if kind not in ACTIONS:
-        raise ConfigError(f"unknown action.kind '{kind}'; choose one of: {', '.join(ACTIONS)}")
-    return ACTIONS[kind](group)
+    """The latent action ``model.action.kind`` names, for ``group``."""
+    return ACTIONS.entry(kind).factory(group)

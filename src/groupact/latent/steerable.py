@@ -14,7 +14,7 @@ from torch import Tensor
 
 from groupact.errors import ConfigError
 from groupact.groups import SO2, CyclicRotations, Group
-from groupact.latent.actions import LatentAction
+from groupact.latent.actions import ACTIONS, LatentAction
 
 
 def to_fourier(p: Tensor, frequencies: int) -> Tensor:
@@ -81,3 +81,7 @@ class SteerableAction(LatentAction):
                       im[..., 1:, :] * re[..., :-1, :] - re[..., 1:, :] * im[..., :-1, :],
                       c0[..., 1:] * c0[..., :-1]]
         return torch.cat([f.flatten(1) for f in feats], 1)
+
+
+ACTIONS.register("steerable", SteerableAction, "SO(2)/C_n rotation of polar Fourier "
+                 "coefficients: frequency k turned by k·θ, exact for every angle")
