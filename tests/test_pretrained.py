@@ -35,7 +35,7 @@ def test_the_rotated_mnist_model_turns_a_test_digit(tmp_path):
     digit = load_mnist5k(3200, 800, 1000).test.images[3, 0]
     Image.fromarray((digit.numpy() * 255).astype(np.uint8)).save(tmp_path / "d.png")
     assert main(["transform", str(PRETRAINED / "rotmnist"), "--input", str(tmp_path / "d.png"),
-                 "--g", "270", "--output", str(tmp_path / "out.png")]) == 0
+                 "--g", "270", "--output", str(tmp_path / "out.png"), "--scale", "1"]) == 0
     out = torch.from_numpy(np.array(Image.open(tmp_path / "out.png"))).float() / 255
     err = {k: float((out - torch.rot90(digit, k)).pow(2).mean()) for k in range(4)}
     assert min(err, key=err.get) == 3, err

@@ -384,7 +384,7 @@ def test_evaluate_killed_mid_figures_keeps_the_old_evaluation_then_completes(tmp
 
 
 @pytest.mark.parametrize("points", [
-    ["groupact.runs:save_checkpoint:1", "groupact.io:write_checksums:1"],
+    ["groupact.runs:save_checkpoint:1", "groupact.runs:write_checksums:1"],
     pytest.param([f"groupact.runs:atomic_copy:{n}" for n in (1, 2, 3)], marks=pytest.mark.slow)])
 def test_export_killed_leaves_nothing_under_its_name_then_completes(tmp_path, trained, capsys,
                                                                     points):

@@ -138,6 +138,9 @@ class Trainer:
         self.splits = splits if splits is not None else load_data(cfg.data)
         self.group = group_from_config(cfg)
         self.source = build_pair_source(cfg, self.group, self.splits)
+        # a run owns its process's global RNG (dropout-like ops would draw from it); seeded here,
+        # saved in every checkpoint and restored on resume. Building the model leaves it alone.
+        torch.manual_seed(cfg.train.seed)
         self.model = model_from_config(cfg, self.splits.image_shape, self.group).to(self.device)
         if cfg.model.init_output_bias:
             init_output_bias(self.model.decoder, float(self.splits.train.images.float().mean()))

@@ -22,10 +22,10 @@ GROUPS.register("shift", lambda size=28, unit=1: CyclicShifts(size, unit),
                 "Z_m×Z_m cyclic shifts by whole steps of `unit` px (exact)", ["size", "unit"])
 GROUPS.register("so3", SO3, "SO(3): any turn of a volume, trilinear, zero fill, Haar sampling")
 GROUPS.register("cube", CubeRotations, "the 24 rotations of the cube on volumes (exact)")
-GROUPS.register("contrast", lambda a_max=2.0, b_max=1.0, inside="all":
-                Contrast(a_max, b_max, inside=inside or "all"),
+GROUPS.register("contrast", lambda a_max=2.0, b_max=1.0, inside="all", eps=1e-3, threshold=0.05:
+                Contrast(a_max, b_max, eps, inside or "all", threshold),
                 "Aff(R)+ contrast σ(a·logit(x)+b), a ∈ [1/a_max, a_max], |b| ≤ b_max (Jin)",
-                ["a_max", "b_max", "inside"])
+                ["a_max", "b_max", "inside", "eps", "threshold"])
 
 
 def register_group(name: str, factory: Callable[..., Group], description: str,
