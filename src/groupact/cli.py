@@ -7,6 +7,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from groupact.evaluate.report import metrics_table
 from groupact.groups import GROUPS
 from groupact.io import atomic_write_text
 from groupact.latent import ACTIONS, MASKS
-from groupact.nets import NETS
+from groupact.nets import NETS, resolved_net_name
 from groupact.reproduce.plan import load_plan
 from groupact.reproduce.runner import reproduce
 from groupact.reproduce.tables import write_tables
@@ -187,6 +188,8 @@ def _train(args, comm) -> int:
             raise GroupactError("give a recipe to train (see `groupact info`), or --resume "
                                 "--run-dir RUN_DIR to continue a run")
         cfg = load_config(args.recipe, args.overrides)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, net=resolved_net_name(cfg.model.net)))   # a user file, found from anywhere
         if args.run_dir:
             run_dir = Path(args.run_dir)
         else:   # a new folder per run (the same one with --overwrite); broadcast from rank 0

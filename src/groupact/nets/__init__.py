@@ -6,15 +6,18 @@ registry only makes the recipes' networks available by name.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
 
 from torch import nn
 
-from groupact.errors import ConfigError
+from groupact.errors import ConfigError, did_you_mean
 from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead, VectorTail,
                                 VolumeToMap, conv_decoder, conv_encoder)
 from groupact.nets.rendering import render_pair
@@ -233,10 +236,72 @@ NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, descripti
 
 
 def net_entry(name: str) -> NetEntry:
-    """The registry entry of ``model.net``, with a did-you-mean error for an unknown name."""
+    """The registry entry of ``model.net``, with a did-you-mean error for an unknown name.
+
+    ``model.net: MODULE:FACTORY`` or ``model.net: path/to/file.py:FACTORY`` names a user's own
+    net (see :func:`user_net`), so it gets every command a bundled net gets.
+    """
+    if ":" in name:
+        return user_net(name)
     if name not in NETS:
-        raise ConfigError(f"unknown model.net '{name}'; choose one of: {', '.join(sorted(NETS))}")
+        raise ConfigError(f"unknown model.net '{name}'{did_you_mean(name, NETS)}; choose one of: "
+                          f"{', '.join(sorted(NETS))}, or MODULE:FACTORY for your own")
     return NetEntry(*NETS[name])
+
+
+def _load_user_module(target: str, name: str):
+    """The module of ``model.net``: a dotted module on sys.path, or a .py file (relative paths
+    from where groupact runs)."""
+    if target.endswith(".py"):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.net={name}: {path} does not exist (a relative path is read "
+                              "from the folder groupact runs in; give an absolute one)")
+        spec = importlib.util.spec_from_file_location(f"_groupact_user_net_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:   # the user's code: say where it broke, in one line
+            raise ConfigError(f"model.net={name}: importing {path} failed: "
+                              f"{type(e).__name__}: {str(e)[:200]}") from None
+        return module
+    try:
+        return importlib.import_module(target)
+    except ImportError as e:
+        raise ConfigError(f"model.net={name}: cannot import module '{target}' ({e}); put it on "
+                          "PYTHONPATH or give a path to a .py file") from None
+
+
+def resolved_net_name(name: str) -> str:
+    """``model.net`` with a user file's path made absolute (what a new run records, so evaluate,
+    transform and resume find the file from any folder); other names unchanged."""
+    target, sep, attr = name.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return name
+
+
+def user_net(name: str) -> NetEntry:
+    """A user's net from ``MODULE:FACTORY`` or ``FILE.py:FACTORY``: ``FACTORY(spec: NetSpec)``
+    returns ``(encoder, decoder)`` modules; an attribute ``FACTORY.pixel_range = (lo, hi)`` says
+    which pixel range the nets work in (default [0, 1]). The encoder returns (B, C, *fibre)."""
+    target, _, attr = name.rpartition(":")
+    if not target or not attr:
+        raise ConfigError(f"model.net={name!r}: give MODULE:FACTORY or path/to/file.py:FACTORY")
+    factory = getattr(_load_user_module(target, name), attr, None)
+    if not callable(factory):
+        raise ConfigError(f"model.net={name}: '{target}' has no function '{attr}'")
+
+    def build(spec: NetSpec) -> tuple[nn.Module, nn.Module]:
+        pair = factory(spec)
+        if not (isinstance(pair, tuple) and len(pair) == 2
+                and all(isinstance(m, nn.Module) for m in pair)):
+            raise ConfigError(f"model.net={name}: {attr}(spec) must return (encoder, decoder) "
+                              f"nn.Modules; got {type(pair).__name__}")
+        return pair
+
+    lo, hi = getattr(factory, "pixel_range", (0.0, 1.0))
+    return NetEntry(build, f"your net {name}", (float(lo), float(hi)))
 
 
 def init_output_bias(decoder: nn.Module, mean: float) -> None:
@@ -269,4 +334,5 @@ def build_nets(name: str, spec: NetSpec) -> tuple[nn.Module, nn.Module]:
     return net_entry(name).build(spec)
 
 
-__all__ = ["NETS", "NetEntry", "NetSpec", "build_nets", "init_output_bias", "net_entry"]
+__all__ = ["NETS", "NetEntry", "NetSpec", "build_nets", "init_output_bias", "net_entry",
+           "resolved_net_name", "user_net"]
