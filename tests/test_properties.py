@@ -61,6 +61,8 @@ def value_of(tp) -> st.SearchStrategy:
         return st.none() | value_of(inner)
     if origin is list:
         return st.lists(value_of(typing.get_args(tp)[0]), max_size=4)
+    if origin is typing.Literal:
+        return st.sampled_from(typing.get_args(tp))
     return {bool: st.booleans(), int: st.integers(-10**9, 10**9),
             float: st.floats(allow_nan=False, allow_infinity=False, width=64), str: TEXT}[tp]
 
@@ -73,6 +75,9 @@ def wrong_value_of(tp) -> st.SearchStrategy:
         return wrong_value_of(inner)
     words = st.text(alphabet=string.ascii_letters, min_size=1, max_size=8).filter(
         lambda w: w.lower() not in {"nan", "inf", "infinity"})
+    if origin is typing.Literal:   # text outside the choices, or not text at all
+        return words.filter(lambda w: w not in typing.get_args(tp)) | st.booleans() \
+            | st.integers() | st.lists(words, max_size=2)
     if origin is list:  # not a list at all, or a list holding a wrong item
         (inner,) = typing.get_args(tp)
         return st.integers() | words | st.lists(wrong_value_of(inner), min_size=1, max_size=3)

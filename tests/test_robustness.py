@@ -747,7 +747,7 @@ BAD_INPUTS.update({
         ("train.device", "tpu", "unknown train.device 'tpu'"),
         ("train.device", "cuda:99", "train.device=cuda:99 but"),
         ("train.device", "meta", "train.device=meta is not supported"),
-        ("train.schedule", "cosine", "unknown train.schedule 'cosine'"),
+        ("train.schedule", "cosine", "'train.schedule' is one of constant, onecycle; got 'cosine'"),
         ("data.kind", "imagenet", "unknown data.kind 'imagenet'"),
         ("model.mask.tua", "0.3", "did you mean 'model.mask.tau'"),
         ("model.net", "resnet", "resnet"),

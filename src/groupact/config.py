@@ -14,12 +14,24 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from groupact.errors import ConfigError, did_you_mean
 from groupact.io import atomic_write_text
+
+
+#: config fields with a fixed set of values: checked when the config is read, so a typo fails
+#: at once (not when the one command that reads the field runs); the registry-valued names
+#: (data.kind, group.name, model.net, the mask, action and loss kinds) are checked by their
+#: registries when the run is built
+Inside = Literal["all", "foreground"]
+PairMode = Literal["anchor", "both"]
+Estimator = Literal["ste", "flip"]
+Readout = Literal["invariant", "z", "zi", "zv"]
+Schedule = Literal["constant", "onecycle"]
+Select = Literal["val_loss", "val_recon"]
 
 
 @dataclass
@@ -52,12 +64,12 @@ class GroupConfig:
     unit: int = 1                  # shift: pixels per step (= encoder stride for exact latents)
     a_max: float = 2.0             # contrast: a in [1/a_max, a_max]
     b_max: float = 1.0             # contrast: b in [-b_max, b_max]
-    inside: str | None = "all"     # contrast: "foreground" acts only inside the object
+    inside: Inside | None = "all"  # contrast: "foreground" acts only inside the object
 
 
 @dataclass
 class PairsConfig:
-    mode: str = "anchor"           # anchor: (x, T_g x) (authors); both: (g1·x, g2·x) (Jin et al.)
+    mode: PairMode = "anchor"      # anchor: (x, T_g x) (authors); both: (g1·x, g2·x) (Jin et al.)
 
 
 @dataclass
@@ -69,7 +81,7 @@ class MaskConfig:
     variant: list[int] | None = None      # fixed: the variant channels
     variant_fraction: float = 0.5         # fixed, when `variant` is not given: the first fraction
     freeze_epochs: int = 0         # ald: keep the initial mask for this many epochs
-    estimator: str = "ste"         # ald: ste (the paper's) | flip (the exact two-state difference)
+    estimator: Estimator = "ste"   # ald: ste (the paper's) | flip (the exact two-state difference)
     lr_scale: float = 1.0          # ald: the mask logits' learning rate is train.lr × this
     sample_epochs: int = 0         # ald: draw M ~ Bernoulli(σ(α)) per step for this many epochs
 
@@ -92,7 +104,7 @@ class ModelConfig:
     ball: bool = False             # res2d/res3d: latent masked to the inscribed ball/disc
     out_margin: float = 0.0        # res2d/res3d: output σ stretched by this, clamped to [0, 1]
     init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
-    readout: str = "invariant"     # features offered downstream: invariant | z | zi | zv
+    readout: Readout = "invariant"  # features offered downstream: invariant | z | zi | zv
     mask: MaskConfig = field(default_factory=MaskConfig)
     action: ActionConfig = field(default_factory=ActionConfig)
 
@@ -111,14 +123,14 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
-    schedule: str = "constant"     # constant | onecycle
+    schedule: Schedule = "constant"  # constant | onecycle
     seed: int = 0
     device: str = "auto"           # auto (cuda → mps → cpu) | cpu | cuda | cuda:1 | mps
     threads: int = 0               # torch threads on CPU (0: torch's default)
     progress: bool = True
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
     checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)
-    select: str = "val_loss"       # best.pt: lowest val_loss (the paper) | val_recon
+    select: Select = "val_loss"    # best.pt: lowest val_loss (the paper) | val_recon
 
 
 @dataclass
@@ -236,6 +248,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"config key '{where}' takes a list, e.g. [1, 2]; got {shown(value)}")
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices and isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{where}' is one of {', '.join(map(str, choices))}; got "
+                          f"{shown(value)}{did_you_mean(str(value), choices)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -399,8 +417,6 @@ def check_ranges(cfg: Config) -> None:
          f"{m.mask.init_std}"),
         (0.0 <= m.mask.variant_fraction <= 1.0,
          f"model.mask.variant_fraction must lie in [0, 1]; got {m.mask.variant_fraction}"),
-        (m.mask.estimator in ("ste", "flip"), f"model.mask.estimator must be ste or flip; got "
-         f"{m.mask.estimator!r}"),
         (m.mask.sample_epochs >= 0, f"model.mask.sample_epochs must be 0 or more; got "
          f"{m.mask.sample_epochs}"),
         (m.mask.lr_scale > 0.0, f"model.mask.lr_scale must be positive; got "

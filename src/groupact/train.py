@@ -96,8 +96,6 @@ def check_train_config(t: TrainConfig) -> None:
         (t.threads >= 0, f"train.threads must be 0 (torch's default) or more; got {t.threads}"),
         (t.checkpoint_every >= 0,
          f"train.checkpoint_every must be 0 (epoch ends only) or more; got {t.checkpoint_every}"),
-        (t.select in SELECT_KEYS, f"train.select must be one of {', '.join(SELECT_KEYS)}; got "
-         f"{str(t.select)[:40]!r}"),
         (t.val_pairs is None or t.val_pairs >= 1,
          f"train.val_pairs must be 1 or more (or null for all); got {t.val_pairs}"),
     ]

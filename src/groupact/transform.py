@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from groupact.config import Readout
 from groupact.data.base import to_unit_float
 from groupact.data.images import read_image
 from groupact.errors import ConfigError, DataError, GroupactError
@@ -183,7 +185,7 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
 
 
 #: what `features` can read off a latent z = E(x) (docs/PROTOCOL.md, the probes)
-READOUTS = ("invariant", "z", "zi", "zv")
+READOUTS = typing.get_args(Readout)
 
 
 def read_batch(path: str | Path, input_shape: tuple[int, ...]) -> Tensor:
