@@ -28,7 +28,7 @@ from groupact.reproduce.runner import reproduce
 from groupact.reproduce.tables import write_tables
 from groupact.runs import RUNS_ROOT, export_run, latest_run_dir, new_run_dir
 from groupact.train import resume_config, signal_name, train_run
-from groupact.transform import features_file, transform_file
+from groupact.transform import READOUTS, features_file, transform_file
 
 EXIT_USER_ERROR = 2
 
@@ -140,9 +140,10 @@ def _parser() -> argparse.ArgumentParser:
                                    "does not change.")
     f.add_argument("run_dir")
     f.add_argument("--input", required=True,
-                   help="an image file, or a .npy of N images (N, C, H, W) / (N, H, W)")
+                   help="an image file, or a .npy of N images (N, C, H, W), (N, H, W, C) or "
+                        "(N, H, W)")
     f.add_argument("--output", required=True, help="output .npy")
-    f.add_argument("--readout", choices=["invariant", "z", "zi", "zv"],
+    f.add_argument("--readout", choices=list(READOUTS),
                    help="which features (default: the run's model.readout)")
 
     xp = sub.add_parser("export", help="a small copy of a trained run for sharing (weights only)",
