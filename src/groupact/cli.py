@@ -280,7 +280,7 @@ def cmd_info(args) -> int:
         print(textwrap.fill(desc, 100, initial_indent=f"  {name:22s} ",
                             subsequent_indent=" " * 25))
     print("datasets (data.kind):")
-    for k, (_, d) in sorted(DATASETS.items()):
+    for k, d in DATASETS.describe():
         print(f"  {k:22s} {d}")
     print("groups (group.name):")
     for k, d in GROUPS.describe():
@@ -288,7 +288,7 @@ def cmd_info(args) -> int:
         print(f"  {k:22s} {d}" + (f" [{', '.join(f'group.{p}' for p in params)}]"
                                   if params else ""))
     print("networks (model.net):")
-    for k, (_, d, *_) in sorted(NETS.items()):
+    for k, d in NETS.describe():
         print(f"  {k:22s} {d}")
     print("latent actions (model.action.kind):")
     for k, d in ACTIONS.describe():

@@ -65,6 +65,8 @@ class GroupConfig:
     a_max: float = 2.0             # contrast: a in [1/a_max, a_max]
     b_max: float = 1.0             # contrast: b in [-b_max, b_max]
     inside: Inside | None = "all"  # contrast: "foreground" acts only inside the object
+    threshold: float = 0.05        # contrast, inside=foreground: pixels ≤ this are background
+    eps: float = 1e-3              # contrast: x is clipped to [eps, 1 − eps] before the logit
 
 
 @dataclass
@@ -406,6 +408,8 @@ def check_ranges(cfg: Config) -> None:
         (g.a_max >= 1.0, f"group.a_max must be 1 or more (a lies in [1/a_max, a_max]); got "
          f"{g.a_max}"),
         (g.b_max >= 0.0, f"group.b_max must be 0 or more; got {g.b_max}"),
+        (0.0 <= g.threshold < 1.0, f"group.threshold must lie in [0, 1); got {g.threshold}"),
+        (0.0 < g.eps < 0.5, f"group.eps must lie in (0, 0.5); got {g.eps}"),
         (m.channels >= 1, f"model.channels must be 1 or more; got {m.channels}"),
         (all(w >= 1 for w in m.widths), f"model.widths must all be 1 or more; got {m.widths}"),
         (m.blocks >= 0, f"model.blocks must be 0 or more; got {m.blocks}"),

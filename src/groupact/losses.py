@@ -22,6 +22,7 @@ from torch import Tensor
 
 from groupact.data.pairs import PairBatch
 from groupact.errors import ConfigError
+from groupact.registry import Registry
 from groupact.model import GroupActionAutoencoder
 
 
@@ -102,10 +103,16 @@ def autoencoder_loss(model: GroupActionAutoencoder, batch: PairBatch,
     return w.recon * recon, {"recon": float(recon.detach())}
 
 
-LOSSES = {"paper": paper_loss, "symmetric": symmetric_loss, "autoencoder": autoencoder_loss}
+#: loss.kind → loss(model, batch, weights) → (total, parts)
+LOSSES: Registry = Registry("loss.kind", "loss")
+LOSSES.register("paper", paper_loss, "the paper's L_recon + L_inv + L_const, the whole target "
+                "(mask included) stop-gradient")
+LOSSES.register("symmetric", symmetric_loss, "Jin et al.'s two-way reconstruction on "
+                "(g1·x, g2·x) pairs")
+LOSSES.register("autoencoder", autoencoder_loss, "plain reconstruction of a transformed view (the "
+                "representation baseline)")
 
 
 def get_loss(kind: str):
-    if kind not in LOSSES:
-        raise ConfigError(f"unknown loss.kind '{kind}'; choose one of: {', '.join(LOSSES)}")
-    return LOSSES[kind]
+    """The loss ``loss.kind`` names."""
+    return LOSSES.entry(kind).factory

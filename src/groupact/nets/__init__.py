@@ -23,6 +23,7 @@ from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead,
 from groupact.nets.rendering import render_pair
 from groupact.nets.residual import residual_pair
 from groupact.nets.steerable import steerable_pair
+from groupact.registry import Registry
 
 
 @dataclass
@@ -203,36 +204,40 @@ def _res3d(spec: NetSpec):
     return _residual(spec, 3, "res3d")
 
 
-NETS: dict[str, tuple] = {   # name → NetEntry (or a plain (builder, description) pair)
-    "authors-mnist": NetEntry(_authors_mnist, "the paper's MNIST net as published: conv 1→32→64 "
-                              "(4×4, stride 2, LeakyReLU after each), 64×7×7 latent, mirrored "
-                              "decoder ending in Tanh on [−1, 1] pixels", (-1.0, 1.0)),
-    "authors-mnist-sigmoid": NetEntry(_authors_mnist_sigmoid, "groupact's earlier variant of "
-                                      "authors-mnist: no latent LeakyReLU, sigmoid on [0, 1]"),
-    "jin-mnist": (_jin_mnist, "Jin et al.'s MNIST net: 4 stride-2 convs, FC 256, FC latent_dim "
-                              "as (latent_dim/fibre)×fibre vectors"),
-    "conv2d": (_conv2d, "stride-2 conv encoder/decoder for images; latent C×(H/2^L)×(W/2^L)"),
-    "conv3d": (_conv3d, "stride-2 Conv3d encoder/decoder for volumes; latent C×small volume"),
-    "res2d": (_res2d, "residual net for images: space-to-depth by model.factor, "
-                      "model.blocks GroupNorm ResBlocks of width model.widths[0] before and after "
-                      "the latent action, C×(H/f)×(W/f) latent (model.ball: masked to the "
-                      "inscribed disc), depth-to-space out; no transposed convs"),
-    "res3d": (_res3d, "residual net for volumes: space-to-depth by model.factor, model.blocks "
-                      "GroupNorm ResBlocks of width model.widths[0] before and after the latent "
-                      "action, C×(S/f)³ latent (model.ball: masked to the inscribed ball), "
-                      "depth-to-space out; no transposed convs"),
-    "conv2d-vector": (_conv2d_vector, "conv encoder + FC to a vector latent of k-vector fibres"),
-    "conv3d-vector": (_conv3d_vector, "Conv3d encoder + FC to a vector latent of k-vector fibres"),
-    "conv2d-volume": (_conv2d_volume, "conv encoder whose latent is C small 3D volumes "
-                                      "(SO(3) on pictures of 3D objects)"),
-    "render-volume": (_render_volume, "neural rendering for objects on a background (Dupont et "
-                                      "al. 2020): 2D ResNet → inverse projection → C feature "
-                                      "volumes (S/4)³, plus C background channels that skip "
-                                      "the volume; decoder composites object over background"),
-    "steerable-polar": (_steerable_polar, "SO(2)-steerable: polar sampling, wrap-around convs, "
-                                          "C channels × rings × 2K+1 angular Fourier "
-                                          "coefficients (action.kind=steerable)"),
-}
+#: model.net → builder NetSpec → (encoder, decoder); each records its pixel range
+NETS: Registry[tuple] = Registry("model.net", "model")
+NETS.register("authors-mnist", _authors_mnist, "the paper's MNIST net as published: conv 1→32→64 "
+              "(4×4, stride 2, LeakyReLU after each), 64×7×7 latent, mirrored decoder ending in "
+              "Tanh on [−1, 1] pixels", pixel_range=(-1.0, 1.0))
+NETS.register("authors-mnist-sigmoid", _authors_mnist_sigmoid, "groupact's earlier variant of "
+              "authors-mnist: no latent LeakyReLU, sigmoid on [0, 1]")
+NETS.register("jin-mnist", _jin_mnist, "Jin et al.'s MNIST net: 4 stride-2 convs, FC 256, FC "
+              "latent_dim as (latent_dim/fibre)×fibre vectors")
+NETS.register("conv2d", _conv2d, "stride-2 conv encoder/decoder for images; latent "
+              "C×(H/2^L)×(W/2^L)")
+NETS.register("conv3d", _conv3d, "stride-2 Conv3d encoder/decoder for volumes; latent C×small "
+              "volume")
+NETS.register("res2d", _res2d, "residual net for images: space-to-depth by model.factor, "
+              "model.blocks GroupNorm ResBlocks of width model.widths[0] before and after the "
+              "latent action, C×(H/f)×(W/f) latent (model.ball: masked to the inscribed disc), "
+              "depth-to-space out; no transposed convs")
+NETS.register("res3d", _res3d, "residual net for volumes: space-to-depth by model.factor, "
+              "model.blocks GroupNorm ResBlocks of width model.widths[0] before and after the "
+              "latent action, C×(S/f)³ latent (model.ball: masked to the inscribed ball), "
+              "depth-to-space out; no transposed convs")
+NETS.register("conv2d-vector", _conv2d_vector, "conv encoder + FC to a vector latent of k-vector "
+              "fibres")
+NETS.register("conv3d-vector", _conv3d_vector, "Conv3d encoder + FC to a vector latent of k-vector "
+              "fibres")
+NETS.register("conv2d-volume", _conv2d_volume, "conv encoder whose latent is C small 3D volumes "
+              "(SO(3) on pictures of 3D objects)")
+NETS.register("render-volume", _render_volume, "neural rendering for objects on a background "
+              "(Dupont et al. 2020): 2D ResNet → inverse projection → C feature volumes (S/4)³, "
+              "plus C background channels that skip the volume; decoder composites object over "
+              "background")
+NETS.register("steerable-polar", _steerable_polar, "SO(2)-steerable: polar sampling, wrap-around "
+              "convs, C channels × rings × 2K+1 angular Fourier coefficients "
+              "(action.kind=steerable)")
 
 
 def net_entry(name: str) -> NetEntry:
@@ -245,8 +250,9 @@ def net_entry(name: str) -> NetEntry:
         return user_net(name)
     if name not in NETS:
         raise ConfigError(f"unknown model.net '{name}'{did_you_mean(name, NETS)}; choose one of: "
-                          f"{', '.join(sorted(NETS))}, or MODULE:FACTORY for your own")
-    return NetEntry(*NETS[name])
+                          f"{', '.join(NETS)}, or MODULE:FACTORY for your own")
+    entry = NETS.entry(name)
+    return NetEntry(entry.factory, entry.description, entry.get("pixel_range", (0.0, 1.0)))
 
 
 def _load_user_module(target: str, name: str):
