@@ -49,12 +49,27 @@ def test_evaluate_is_repeatable(run_dir, tmp_path):
 
 def test_evaluate_without_probes_keeps_the_image_metrics(run_dir, tmp_path):
     assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "e"), "--no-figures",
-                 "--no-probes"]) == 0
+                 "--no-probes"]) == 0                            # --out wins over eval-quick
     a = json.loads((run_dir / "eval" / "metrics.json").read_text())
     b = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert a["psnr"] == b["psnr"] and "probe_orbit" in a
     assert not [k for k in b if k.startswith("probe_")]
     assert "linear probe" not in (tmp_path / "e" / "summary.md").read_text()
+
+
+def test_a_quick_evaluation_goes_beside_the_full_one(run_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    full = (run / "eval" / "metrics.json").read_bytes()
+    assert main(["evaluate", str(run), "--no-probes", "--pairs", "50", "--no-figures"]) == 0
+    quick = json.loads((run / "eval-quick" / "metrics.json").read_text())
+    assert quick["n_pairs"] == 50 and "probe_z" not in quick
+    assert (run / "eval" / "metrics.json").read_bytes() == full     # the protocol's one kept
+    assert main(["train", "rotmnist-c4", "--run-dir", str(run), "--overwrite"] + TINY[:12]
+                + ["--set", "train.epochs=1", "--no-eval"]) == 0   # still a groupact run folder
+    assert not (run / "eval-quick").exists()
 
 
 def test_orbit_baselines_can_be_left_out_and_the_other_probes_stay(tmp_path):

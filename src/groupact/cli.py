@@ -74,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-figures", action="store_true")
     e.add_argument("--no-probes", action="store_true",
                    help="skip the linear probes (the image metrics take seconds; the probes take "
-                        "minutes on 3D latents)")
+                        "minutes on 3D latents); writes RUN_DIR/eval-quick unless --out")
+    e.add_argument("--pairs", type=int, metavar="N",
+                   help="evaluate on N test pairs (default: one per test image); writes "
+                        "RUN_DIR/eval-quick unless --out")
     e.add_argument("--heldout", metavar="NAMES",
                    help="brain3d runs on the generated population: test on deformed copies of "
                         "these other real brains instead (comma-separated: colin27, itk-t1; "
@@ -217,7 +220,7 @@ def cmd_evaluate(args) -> int:
     heldout = [n.strip() for n in args.heldout.split(",") if n.strip()] if args.heldout else None
     m = evaluate_run(args.run_dir, args.out, device=args.device,
                      figures_on=False if args.no_figures else None, heldout=heldout,
-                     probes_on=False if args.no_probes else None)
+                     probes_on=False if args.no_probes else None, n_pairs=args.pairs)
     print(f"test PSNR {m['psnr']:.2f} dB (do nothing {m['psnr_identity']:.2f}), "
           f"SSIM {m['ssim']:.3f}")
     return 0

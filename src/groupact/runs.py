@@ -61,9 +61,13 @@ class RunPaths:
 
 #: what groupact itself writes at the top of a run folder (train, evaluate, reproduce), and in
 #: its checkpoints/; ``--overwrite`` deletes a folder only when it holds nothing else
-RUN_ENTRIES = frozenset({"config.yaml", "data.json", "metrics.jsonl", "checkpoints", "eval",
+#: evaluation folders `groupact evaluate` writes inside a run: the protocol's, the held-out
+#: brains' (--heldout) and a quick one (--no-probes / --pairs)
+EVAL_FOLDERS = ("eval", "eval-heldout", "eval-quick")
+RUN_ENTRIES = frozenset({"config.yaml", "data.json", "metrics.jsonl", "checkpoints",
                          "reproduce.json", "reproduce.log", LOCK_NAME, ".groupact-overwritten",
-                         ".eval.groupact-partial", ".eval.groupact-old"})
+                         *EVAL_FOLDERS,
+                         *(f".{e}.groupact-{k}" for e in EVAL_FOLDERS for k in ("partial", "old"))})
 CHECKPOINT_ENTRIES = frozenset({"best.pt", "last.pt"})
 #: what `groupact evaluate` writes into its output folder
 EVAL_ENTRIES = frozenset({"metrics.json", "summary.md", "figures"})
@@ -76,7 +80,8 @@ def foreign_entries(root: Path) -> list[str]:
         return []
     out = [p.name for p in root.iterdir()
            if p.name not in RUN_ENTRIES and not fnmatch.fnmatch(p.name, TEMP_GLOB)]
-    for sub, names in (("checkpoints", CHECKPOINT_ENTRIES), ("eval", EVAL_ENTRIES)):
+    for sub, names in (("checkpoints", CHECKPOINT_ENTRIES),
+                       *((e, EVAL_ENTRIES) for e in EVAL_FOLDERS)):
         folder = root / sub
         if folder.exists() and not folder.is_dir():
             out.append(f"{sub} (a file)")

@@ -352,11 +352,16 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                  device: str = "cpu", log: Callable[[str], None] = print,
                  figures_on: bool | None = None,
                  heldout: list[str] | None = None,
-                 probes_on: bool | None = None) -> dict[str, Any]:
+                 probes_on: bool | None = None,
+                 n_pairs: int | None = None) -> dict[str, Any]:
     """Evaluate a trained run with the fixed protocol; writes RUN_DIR/eval/metrics.json.
 
     ``figures_on`` / ``probes_on`` (None: the run's ``eval.figures`` / ``eval.probes``) switch the
-    figures and the linear probes; without probes the image metrics take seconds.
+    figures and the linear probes; without probes the image metrics take seconds. ``n_pairs``
+    evaluates on N test pairs drawn with the protocol's seed (as ``eval.n_pairs``). A quick
+    evaluation (no probes, or fewer
+    pairs) goes to RUN_DIR/eval-quick unless ``out_dir`` says otherwise, so it never replaces the
+    protocol's full one.
 
     ``heldout`` (brain3d runs on the generated population): evaluate on test subjects made from
     these other real brains instead of the run's test split (default folder RUN_DIR/eval-heldout).
@@ -365,8 +370,14 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
     """
     device = str(resolve_device(device, "--device"))
     run = load_run(run_dir, device=device)
-    out = Path(out_dir) if out_dir else (run.paths.root / "eval-heldout" if heldout
-                                         else run.paths.eval)
+    if n_pairs is not None:
+        if n_pairs < 1:
+            raise GroupactError(f"--pairs takes 1 or more; got {n_pairs}")
+        run.cfg = dataclasses.replace(run.cfg, eval=dataclasses.replace(run.cfg.eval,
+                                                                         n_pairs=n_pairs))
+    quick = n_pairs is not None or probes_on is False
+    out = Path(out_dir) if out_dir else run.paths.root / (
+        "eval-heldout" if heldout else "eval-quick" if quick else "eval")
     splits = _checked_splits(run, heldout)
     lock = claim_eval_folder(run.paths, out)
     try:
