@@ -74,7 +74,7 @@ def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
         z2 = model.encode(batch.x2)
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
-    recon = model.recon_error(model.decode(m * moved + (1 - m) * z1), batch.x2)
+    recon = model.recon_error(model.decode(model.mix(m, moved, z1)), batch.x2)
     return _with_latent_terms(recon, m, z1, moved, z2, w)
 
 
@@ -85,7 +85,7 @@ def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
     g_inv = model.group.inverse(batch.g)
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
-    fwd = model.recon_error(model.decode(m * moved + (1 - m) * z1), batch.x2)
+    fwd = model.recon_error(model.decode(model.mix(m, moved, z1)), batch.x2)
     bwd = model.recon_error(model.decode(model.act(z2, g_inv, m)), batch.x1)
     return _with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w)
 

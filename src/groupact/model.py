@@ -110,7 +110,13 @@ class GroupActionAutoencoder(nn.Module):
     def act(self, z: Tensor, g: Tensor, m: Tensor | None = None) -> Tensor:
         """Φ_g(z): move the variant channels, keep the invariant ones."""
         m = self.mask_like(z) if m is None else m
-        return m * self.action(z, g) + (1 - m) * z
+        return self.mix(m, self.action(z, g), z)
+
+    @staticmethod
+    def mix(m: Tensor, variant_from: Tensor, invariant_from: Tensor) -> Tensor:
+        """M ⊙ a + (1 − M) ⊙ b: the variant channels of ``a`` with the invariant channels of
+        ``b`` — the one home of the recomposition (acting, z_v/z_i swaps, the flip estimator)."""
+        return m * variant_from + (1 - m) * invariant_from
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
         """D(Φ_g(E(x))): the transformed image predicted through the latent space."""

@@ -373,7 +373,7 @@ class Trainer:
             mm = m.clone()
             mm[c] = state
             mm = mm.view(1, -1, *([1] * (z1.dim() - 2)))
-            errs.append(model.recon_error(model.decode(mm * moved + (1 - mm) * z1), x2))
+            errs.append(model.recon_error(model.decode(model.mix(mm, moved, z1)), x2))
         s = torch.sigmoid(mask.logits[c])
         grad = torch.zeros_like(mask.logits)
         grad[c] = (errs[1] - errs[0]) * s * (1 - s)

@@ -54,7 +54,7 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
         z1, z2 = model.encode(b.x1), model.encode(b.x2)
         m = model.mask_like(z1)
         moved = model.action(z1, b.g)
-        pred = model.decode(m * moved + (1 - m) * z1)
+        pred = model.decode(model.mix(m, moved, z1))
         add("mse", mse_per_image(pred, b.x2))
         add("psnr", psnr(pred, b.x2))
         add("ssim", ssim(pred, b.x2))
@@ -69,7 +69,7 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
         add("psnr_autoencode", psnr(model.decode(z1), b.x1))
         # the same model told another pair's g: if this matches "psnr", the decoder ignores g
         wrong = model.action(z1, b.g.roll(1, 0))
-        add("psnr_wrong_g", psnr(model.decode(m * wrong + (1 - m) * z1), b.x2))
+        add("psnr_wrong_g", psnr(model.decode(model.mix(m, wrong, z1)), b.x2))
         zi2 = ((1 - m) * z2).double()   # float64: the centred energy is a difference of sums
         lat["inv_num"] += float(((1 - m) * (z1 - z2)).pow(2).sum())
         lat["inv_sq"] += float(zi2.pow(2).sum())
@@ -105,7 +105,7 @@ def swap_metrics(model: GroupActionAutoencoder, source, split, n: int, seed: int
         a, b, t = xa[i:i + EVAL_BATCH], xb[i:i + EVAL_BATCH], truth[i:i + EVAL_BATCH]
         za, zb = model.encode(a), model.encode(b)
         m = model.mask_like(za)
-        pred = model.decode(m * za + (1 - m) * zb)
+        pred = model.decode(model.mix(m, za, zb))
         sums["swap_psnr"] += float(psnr(pred, t).sum())
         sums["swap_ssim"] += float(ssim(pred, t).sum())
         sums["swap_psnr_column"] += float(psnr(b, t).sum())
@@ -326,7 +326,7 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
         xa, xb = pairs.x1[:k], pairs.x1[k:2 * k]
     za, zb = model.encode(xa), model.encode(xb)
     m = model.mask_like(za)
-    mixed = m * za[:, None] + (1 - m) * zb[None, :]          # (k, k, C, *fibre)
+    mixed = model.mix(m, za[:, None], zb[None, :])          # (k, k, C, *fibre)
     swapped = model.decode(mixed.flatten(0, 1)).view(k, k, *xa.shape[1:])
     p = fig_dir / "swap.png"
     figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)", empty)
