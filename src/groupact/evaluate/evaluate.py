@@ -24,7 +24,7 @@ from groupact.evaluate.probe import probe_accuracy, split_features
 from groupact.evaluate.views3d import looks_binary
 from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
 from groupact.model import GroupActionAutoencoder
-from groupact.runs import claim_eval_folder, load_run
+from groupact.runs import RunPaths, claim_eval_folder, load_run
 from groupact.distributed import resolve_device
 from groupact.train import SELECT_KEYS, batches, fixed_pairs
 
@@ -229,7 +229,7 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
 
 def mask_stats(model: GroupActionAutoencoder, run_dir: Path) -> dict[str, Any]:
     hard = model.mask.hard().cpu()
-    history = read_jsonl(run_dir / "metrics.jsonl")
+    history = read_jsonl(RunPaths(run_dir).metrics)
     fractions = [r["mask_fraction"] for r in history if "mask_fraction" in r]
     flips = 0
     for prev, cur in zip(history, history[1:]):
@@ -337,7 +337,7 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
                           "of column")
         written.append(p.name)
 
-    history = read_jsonl(run_dir / "metrics.jsonl")
+    history = read_jsonl(RunPaths(run_dir).metrics)
     p = fig_dir / "training_curves.png"
     figures.training_curves(history, p, f"{name}: training")
     written.append(p.name)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from groupact.errors import CheckpointError
+from groupact.runs import RunPaths
 
 COLUMNS: list[tuple[str, str, int]] = [
     ("psnr", "PSNR", 2), ("psnr_identity", "PSNR do-nothing", 2),
@@ -25,7 +26,7 @@ COLUMNS: list[tuple[str, str, int]] = [
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "eval" / "metrics.json"
+    path = RunPaths(Path(run_dir)).eval / "metrics.json"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no eval/metrics.json; run `groupact evaluate "
                               f"{run_dir}` first")

@@ -24,6 +24,7 @@ from typing import Any
 from groupact.io import atomic_copy, atomic_write_text, read_json_object
 from groupact.reproduce.ledger import MANIFEST, duration, read_run_meta
 from groupact.reproduce.plan import Plan
+from groupact.runs import RunPaths
 
 #: the figures of the reference method's seed-0 run that the HTML page embeds, per dataset
 PAGE_FIGURES = ("reconstructions.png", "latent_maps.png", "swap.png")
@@ -401,7 +402,7 @@ def page_figures(plan: Plan | None, records: list[RunRecord]) -> list[tuple[str,
         seed0 = [r for r in runs_by[(dataset, ref)] if r.seed == 0]
         for r in seed0:
             for name in PAGE_FIGURES:
-                p = r.run_dir / "eval" / "figures" / name
+                p = RunPaths(r.run_dir).eval / "figures" / name
                 if p.is_file():
                     out.append((dataset, p))
     return out
