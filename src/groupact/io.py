@@ -7,11 +7,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from groupact.errors import CheckpointError, GroupactError
@@ -106,6 +107,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_npz(path: Path, arrays: Mapping[str, Any]) -> None:
+    """Arrays as one compressed ``.npz``, whole or not at all."""
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:   # a file object: np.savez would append .npz to a name
+            np.savez_compressed(f, **arrays)
+    _atomic(path, write)
 
 
 def atomic_copy(src: Path, dst: Path) -> None:

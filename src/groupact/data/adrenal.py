@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +25,7 @@ from torch import Tensor
 from groupact.data.base import Splits, TensorSet, to_unit_float
 from groupact.data.cache import cached, generator_settings
 from groupact.errors import DataError
-from groupact.io import file_digest
+from groupact.io import atomic_write_npz, file_digest
 
 ADRENAL_FILE = "adrenalmnist3d.npz"
 ADRENAL_MD5 = "bbd3c5a5576322bc4cdfea780653b1ce"
@@ -329,20 +327,9 @@ def generate_adrenal_like(n_train: int = 1188, n_val: int = 98, n_test: int = 29
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write arrays as a compressed ``.npz`` atomically (temporary file + rename)."""
+    """Write arrays as a compressed ``.npz`` atomically (io.atomic_write_npz)."""
     p = Path(path).expanduser()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_npz(p, arrays)
     return p
 
 
