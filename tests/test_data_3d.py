@@ -289,3 +289,14 @@ def test_generators_reject_bad_settings():
     with pytest.raises(DataError, match="n_train"):
         brain.load_brain3d_synthetic(0, 0, 0, size=8, use_cache=False)
     assert os.environ["GROUPACT_CACHE"].endswith("cache")
+
+
+def test_save_npz_writes_whole_files_and_leaves_no_temporaries(tmp_path):
+    import numpy as np
+
+    from groupact.data.adrenal import save_npz
+
+    out = save_npz(tmp_path / "sub" / "shapes.npz", {"images": np.arange(6).reshape(2, 3)})
+    assert out == tmp_path / "sub" / "shapes.npz"
+    assert np.array_equal(np.load(out)["images"], np.arange(6).reshape(2, 3))
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["shapes.npz"]
