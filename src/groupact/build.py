@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from groupact.config import Config
-from groupact.errors import ConfigError
 from groupact.groups import GROUPS, Group
 from groupact.latent import MASKS, ChannelMask, build_action
 from groupact.model import GroupActionAutoencoder

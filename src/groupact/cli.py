@@ -171,7 +171,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     """Train (or resume) a run; under ``torchrun``, one data-parallel rank of it."""
-
     comm = init_from_env()
     try:
         return _train(args, comm)
@@ -180,7 +179,6 @@ def cmd_train(args) -> int:
 
 
 def _train(args, comm) -> int:
-
     if args.resume:
         if args.run_dir is None and args.recipe is None:
             raise GroupactError("--resume needs --run-dir RUN_DIR (or the recipe, for runs/RECIPE)")
@@ -216,7 +214,6 @@ def _train(args, comm) -> int:
 
 
 def cmd_evaluate(args) -> int:
-
     heldout = [n.strip() for n in args.heldout.split(",") if n.strip()] if args.heldout else None
     m = evaluate_run(args.run_dir, args.out, device=args.device,
                      figures_on=False if args.no_figures else None, heldout=heldout,
@@ -227,7 +224,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_transform(args) -> int:
-
     if (args.g is None) == (args.orbit is None):
         raise GroupactError("give exactly one of --g VALUE or --orbit N")
     transform_file(args.run_dir, args.input, args.output, g=args.g, orbit=args.orbit,
@@ -237,14 +233,12 @@ def cmd_transform(args) -> int:
 
 
 def cmd_features(args) -> int:
-
     feats = features_file(args.run_dir, args.input, args.output, args.readout)
     print(f"wrote {args.output}: {feats.shape[0]} × {feats.shape[1]} features")
     return 0
 
 
 def cmd_export(args) -> int:
-
     out = export_run(args.run_dir, Path(args.out_dir))
     sums = out / "SHA256SUMS"
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -265,7 +259,6 @@ def _first_sentence(text: str, limit: int = 230) -> str:
 def cmd_info(args) -> int:
     import textwrap
 
-
     if args.recipe:
         cfg = load_config(args.recipe, args.overrides)
         print(f"{cfg.name}:")
@@ -282,28 +275,16 @@ def cmd_info(args) -> int:
         desc = _first_sentence(str(read_recipe(name).get("description", "")))
         print(textwrap.fill(desc, 100, initial_indent=f"  {name:22s} ",
                             subsequent_indent=" " * 25))
-    print("datasets (data.kind):")
-    for k, d in DATASETS.describe():
-        print(f"  {k:22s} {d}")
-    print("groups (group.name):")
-    for k, d in GROUPS.describe():
-        params = GROUPS.entry(k).params
-        print(f"  {k:22s} {d}" + (f" [{', '.join(f'group.{p}' for p in params)}]"
-                                  if params else ""))
-    print("networks (model.net):")
-    for k, d in NETS.describe():
-        print(f"  {k:22s} {d}")
-    print("latent actions (model.action.kind):")
-    for k, d in ACTIONS.describe():
-        print(f"  {k:22s} {d}")
-    print("masks (model.mask.kind):")
-    for k, d in MASKS.describe():
-        print(f"  {k:22s} {d}")
+    for title, registry in (("datasets", DATASETS), ("groups", GROUPS), ("networks", NETS),
+                            ("latent actions", ACTIONS), ("masks", MASKS)):
+        print(f"{title} ({registry.key}):")
+        for k, d in registry.describe():
+            keys = [f"{registry.params_prefix}.{p}" for p in registry.entry(k).params]
+            print(f"  {k:22s} {d}" + (f" [{', '.join(keys)}]" if keys else ""))
     return 0
 
 
 def cmd_report(args) -> int:
-
     table = metrics_table(args.run_dirs)
     if args.output:
         atomic_write_text(Path(args.output), table)
@@ -319,9 +300,8 @@ def _names(text: str | None) -> list[str] | None:
 def cmd_reproduce(args) -> int:
     import shlex
 
-
     if args.out is None:
-        args.out = str(Path("runs") / f"reproduce-{args.budget}")
+        args.out = str(RUNS_ROOT / f"reproduce-{args.budget}")
     if args.tables_only:
         if not (Path(args.out) / "runs").is_dir():
             raise GroupactError(f"{args.out} holds no runs ({args.out}/runs); run `groupact "

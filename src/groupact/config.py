@@ -455,8 +455,7 @@ def load_config(recipe: str | dict[str, Any], overrides: list[str] | None = None
     data: a sixth each for validation and test, the rest for training).
     """
     data = read_recipe(recipe) if isinstance(recipe, str) else dict(recipe)
-    recipe_kind = (data.get("data") or {}).get("kind") if isinstance(data.get("data"), dict) \
-        else None
+    recipe_kind = data["data"].get("kind") if isinstance(data.get("data"), dict) else None
     set_by_user: set[str] = set()
     for text in overrides or []:
         override = parse_override(text)

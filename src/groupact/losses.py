@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.data.pairs import PairBatch
-from groupact.errors import ConfigError
 from groupact.registry import Registry
 from groupact.model import GroupActionAutoencoder
 

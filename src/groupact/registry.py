@@ -36,8 +36,10 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """name → :class:`Entry`, for the recipe key ``key`` (e.g. ``group.name``)."""
 
-    def __init__(self, key: str, params_prefix: str | None = None):
+    def __init__(self, key: str, params_prefix: str | None = None, unknown_hint: str = ""):
         self.key = key
+        #: added to the unknown-name error (e.g. how to name a user's own part instead)
+        self.unknown_hint = unknown_hint
         #: where a recipe sets an entry's parameters (``group`` for group.n, group.size, …)
         self.params_prefix = params_prefix if params_prefix is not None \
             else key.rsplit(".", 1)[0]
@@ -61,18 +63,22 @@ class Registry(Generic[T]):
     def entry(self, name: str) -> Entry[T]:
         if name not in self._entries:
             raise ConfigError(f"unknown {self.key} '{name}'{did_you_mean(name, self)}; choose "
-                              f"one of: {', '.join(self)}")
+                              f"one of: {', '.join(self)}{self.unknown_hint}")
         return self._entries[name]
+
+    def _reads(self, e: Entry[T]) -> str:
+        """"it reads prefix.a, prefix.b" for an error about a parameter the entry does not read."""
+        if not e.params:
+            return "it reads no parameters"
+        return "it reads " + ", ".join(f"{self.params_prefix}.{p}" for p in e.params)
 
     def build(self, name: str, **params: Any) -> T:
         """The entry's object; every parameter must be one the entry reads."""
         e = self.entry(name)
         extra = sorted(set(params) - set(e.params))
         if extra:
-            takes = (f"it takes {', '.join(f'{self.params_prefix}.{p}' for p in e.params)}"
-                     if e.params else "it takes no parameters")
             raise ConfigError(f"{self.params_prefix}.{extra[0]} does not apply to "
-                              f"{self.key}={name} ({takes}); remove it")
+                              f"{self.key}={name} ({self._reads(e)}); remove it")
         return e.factory(**params)
 
     def build_from(self, name: str, section: Any, skip: Iterable[str] = (), strict: bool = True,
@@ -87,10 +93,8 @@ class Registry(Generic[T]):
                   if f.name not in set(skip)}
         unread = [k for k, v in values.items() if k not in e.params and v != getattr(defaults, k)]
         if unread and strict:
-            takes = (f"it reads {', '.join(f'{self.params_prefix}.{p}' for p in e.params)}"
-                     if e.params else "it reads none of them")
             raise ConfigError(f"{self.params_prefix}.{unread[0]}={values[unread[0]]!r} does not "
-                              f"apply to {self.key}={name} ({takes}); remove it")
+                              f"apply to {self.key}={name} ({self._reads(e)}); remove it")
         return e.factory(**{k: values[k] for k in e.params if k in values}, **runtime)
 
     def describe(self) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ from groupact.build import group_from_config, model_from_config
 from groupact.config import Config, TrainConfig, check_ranges, from_dict, load_config, merge, \
     parse_override, save_config
 from groupact.data import PairBatch, PairSource, Splits, TensorSet, build_pair_source, load_data
-from groupact.distributed import Comm, resolve_device
+from groupact.distributed import Comm
 from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
 from groupact.io import (LOCK_NAME, FolderLock, append_jsonl, atomic_copy, atomic_write_json,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

@@ -17,7 +17,7 @@ import torch
 
 from torch import nn
 
-from groupact.errors import ConfigError, did_you_mean
+from groupact.errors import ConfigError
 from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead, VectorTail,
                                 VolumeToMap, conv_decoder, conv_encoder)
 from groupact.nets.rendering import render_pair
@@ -205,7 +205,8 @@ def _res3d(spec: NetSpec):
 
 
 #: model.net → builder NetSpec → (encoder, decoder); each records its pixel range
-NETS: Registry[tuple] = Registry("model.net", "model")
+NETS: Registry[tuple] = Registry("model.net", "model",
+                                 unknown_hint=", or MODULE:FACTORY for your own")
 NETS.register("authors-mnist", _authors_mnist, "the paper's MNIST net as published: conv 1→32→64 "
               "(4×4, stride 2, LeakyReLU after each), 64×7×7 latent, mirrored decoder ending in "
               "Tanh on [−1, 1] pixels", pixel_range=(-1.0, 1.0))
@@ -248,9 +249,6 @@ def net_entry(name: str) -> NetEntry:
     """
     if ":" in name:
         return user_net(name)
-    if name not in NETS:
-        raise ConfigError(f"unknown model.net '{name}'{did_you_mean(name, NETS)}; choose one of: "
-                          f"{', '.join(NETS)}, or MODULE:FACTORY for your own")
     entry = NETS.entry(name)
     return NetEntry(entry.factory, entry.description, entry.get("pixel_range", (0.0, 1.0)))
 

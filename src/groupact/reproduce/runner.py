@@ -44,8 +44,7 @@ from groupact.config import Config, load_config, load_yaml, read_text_file, save
 from groupact.data import load_data
 from groupact.errors import CheckpointError, ConfigError, did_you_mean
 from groupact.io import FolderLock, atomic_write_json, make_folder, read_json_object
-from groupact.reproduce.ledger import (MANIFEST, RUN_LOG, RUN_META, RunSpec, duration,
-                                       read_run_meta, write_run_meta)
+from groupact.reproduce.ledger import MANIFEST, RUN_LOG, RunSpec, duration, write_run_meta
 from groupact.reproduce.plan import MAX_RUNS, MAX_SEEDS, Plan, load_plan
 from groupact.reproduce.tables import write_tables
 from groupact.runs import RunPaths, config_differences, foreign_entries, with_defaults
