@@ -7,7 +7,8 @@ import time
 import torch
 
 from groupact.evaluate.metrics import psnr
-from groupact.train import Trainer, fixed_pairs
+from groupact.data import fixed_pairs
+from groupact.train import Trainer
 
 
 def test_psnr_per_epoch(tr: Trainer, epochs: int, n_pairs: int | None) -> list[float]:

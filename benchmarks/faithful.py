@@ -47,7 +47,8 @@ from groupact.build import group_from_config
 from groupact.config import load_config
 from groupact.data import build_pair_source, load_data
 from groupact.evaluate.metrics import psnr
-from groupact.train import Trainer, fixed_pairs
+from groupact.data import fixed_pairs
+from groupact.train import Trainer
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -26,7 +26,8 @@ import torch
 import groupact.losses as losses
 from groupact.config import load_config
 from groupact.evaluate.metrics import psnr
-from groupact.train import Trainer, fixed_pairs
+from groupact.data import fixed_pairs
+from groupact.train import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

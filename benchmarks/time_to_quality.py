@@ -52,7 +52,8 @@ from groupact.build import group_from_config  # noqa: E402
 from groupact.config import load_config  # noqa: E402
 from groupact.data import build_pair_source, load_data  # noqa: E402
 from groupact.evaluate.metrics import psnr  # noqa: E402
-from groupact.train import Trainer, fixed_pairs  # noqa: E402
+from groupact.data import fixed_pairs  # noqa: E402
+from groupact.train import Trainer  # noqa: E402
 
 import naive_reference  # noqa: E402
 

@@ -36,7 +36,7 @@ WEIGHT_TOL = 1e-5
 
 DRIVER = r'''
 import json, os, signal, sys
-import groupact.train as T
+import groupact.train.trainer as T
 from groupact.cli import main
 plan = json.loads(os.environ.get("GA_KILL") or "null")
 if plan and int(os.environ["RANK"]) == plan["rank"]:

@@ -5,6 +5,7 @@ import torch
 
 from groupact.config import load_config
 from groupact.errors import ConfigError
+from groupact.train.mask_gradients import flip_gradient
 
 TINY = ["data.n_train=128", "data.n_val=64", "data.n_test=64", "train.progress=false",
         "eval.probe_steps=5", "train.epochs=0"]
@@ -22,7 +23,7 @@ def test_flip_gradient_is_the_exact_difference_of_one_channels_two_states(tmp_pa
     batch = tr.source.pairs(tr.splits.train, torch.arange(16), gen)
     tr._gen = torch.Generator().manual_seed(0)
     c = int(torch.randint(model.mask.channels, (1,), generator=torch.Generator().manual_seed(0)))
-    tr._flip_gradient(batch)
+    flip_gradient(model, batch, tr._gen)
     grad = model.mask.logits.grad
     assert torch.count_nonzero(grad) <= 1 and grad[c] != 0
     with torch.no_grad():   # by hand: decode with channel c moved and kept

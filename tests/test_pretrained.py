@@ -105,7 +105,7 @@ def test_the_shipped_volume_and_contrast_models_meet_their_bars(name, bars, tmp_
     from groupact.data import build_pair_source, load_data
     from groupact.evaluate.evaluate import image_metrics
     from groupact.evaluate.views3d import looks_binary
-    from groupact.train import fixed_pairs
+    from groupact.data import fixed_pairs
 
     monkeypatch.setenv("GROUPACT_CACHE", str(tmp_path / "cache"))
     run = load_run(PRETRAINED / name)

@@ -208,7 +208,8 @@ def test_short_training_beats_doing_nothing_and_the_mean_target(recipe, tmp_path
     from groupact.data import build_pair_source
     from groupact.evaluate.evaluate import image_metrics
     from groupact.evaluate.views3d import looks_binary
-    from groupact.train import fixed_pairs, train_run
+    from groupact.data import fixed_pairs
+    from groupact.train import train_run
     cfg = load_config(recipe, SHORT[recipe] + ["train.progress=false", "train.threads=1"])
     trainer = train_run(cfg, tmp_path / "run", log=lambda *_: None)
     from groupact.runs import load_run

@@ -41,7 +41,7 @@ KILL_SET = ["data.n_train=128", "data.n_val=32", "data.n_test=32", "train.batch_
 DRIVER = r'''
 import json, os, signal, sys
 import torch
-import groupact.train as T
+import groupact.train.trainer as T
 from groupact.cli import main
 
 plan = json.loads(os.environ.get("GA_KILL") or "null")
@@ -277,7 +277,7 @@ NAN_SET = ["data.n_train=128", "data.n_val=32", "data.n_test=32", "train.batch_s
 @pytest.mark.parametrize("every, kept_step", [(0, 4), (1, 5)])
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, every,
                                                            kept_step):
-    import groupact.train as T
+    import groupact.train.trainer as T
     real = T.get_loss
 
     def poisoned(kind):
@@ -373,7 +373,7 @@ def test_mid_epoch_checkpoint_resumes_in_process(tmp_path):
 
 
 def test_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, monkeypatch):
-    import groupact.train as T
+    import groupact.train.trainer as T
     cfg = load_config("rotmnist-c4", NAN_SET + ["train.epochs=1", "data.n_train=64"])
     full = train_run(cfg, tmp_path / "full", log=lambda *_: None)
     step = T.Trainer.train_step

@@ -65,7 +65,7 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 def poison_loss_at(monkeypatch, step: int) -> None:
     """Make the loss of training step ``step`` (1-based) NaN."""
-    import groupact.train as T
+    import groupact.train.trainer as T
     real = T.get_loss
 
     def poisoned(kind):
@@ -156,7 +156,7 @@ def test_overwrite_replaces_the_run_once_the_new_one_is_saved(tmp_path, trained)
 def test_overwrite_cut_short_keeps_the_old_run_aside_and_a_rerun_completes(tmp_path, trained,
                                                                            monkeypatch):
     """A hard stop before the new run's first checkpoint (as abrupt as a kill)."""
-    import groupact.train as T
+    import groupact.train.trainer as T
     run = copy_run(trained, tmp_path / "run")
     old_last = (run / "checkpoints" / "last.pt").read_bytes()
     step = T.Trainer.train_step
@@ -257,7 +257,7 @@ def test_reproduce_refuses_a_results_folder_in_use(tmp_path, capsys):
 
 def _poison_weights_after(monkeypatch, step: int, param: str, value: float) -> None:
     """After optimiser step ``step``, set one weight to ``value`` (as an exploding step would)."""
-    import groupact.train as T
+    import groupact.train.trainer as T
     real = T.Trainer.train_step
 
     def train_step(self, batch):
@@ -411,7 +411,7 @@ def test_train_overwrite_killed_before_its_first_checkpoint_loses_nothing(tmp_pa
     run = copy_run(trained, tmp_path / "run")
     old_last = (run / "checkpoints" / "last.pt").read_bytes()
     sets = sum((["--set", s] for s in TINY + ["train.seed=7"]), [])
-    killed(tmp_path, "groupact.train:save_checkpoint:1", "train", "rotmnist-c4", "--run-dir",
+    killed(tmp_path, "groupact.train.trainer:save_checkpoint:1", "train", "rotmnist-c4", "--run-dir",
            str(run), "--overwrite", "--no-eval", *sets)
     assert (run / TRASH / "checkpoints" / "last.pt").read_bytes() == old_last
     assert main(["train", "rotmnist-c4", "--run-dir", str(run), "--overwrite", "--no-eval",

@@ -32,6 +32,8 @@ Estimator = Literal["ste", "flip"]
 Readout = Literal["invariant", "z", "zi", "zv"]
 Schedule = Literal["constant", "onecycle"]
 Select = Literal["val_loss", "val_recon"]
+#: train.select: the validation number whose lowest value picks best.pt → how reports name it
+SELECT_KEYS = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
 
 
 @dataclass

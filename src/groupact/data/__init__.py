@@ -13,7 +13,8 @@ from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
 from groupact.data.brain import load_brain2d_slices, load_brain3d_synthetic, load_brain_folder
 from groupact.data.images import load_folder, load_npz
 from groupact.data.mnist import IDX_HELP, load_mnist5k, load_mnist_idx
-from groupact.data.pairs import Occluder, PairBatch, PairSource, TransformPairs
+from groupact.data.pairs import Occluder, PairBatch, PairSource, TransformPairs, batches, \
+    fixed_pairs, slice_pairs
 from groupact.data.parcels import load_parcels
 from groupact.data.planes import load_planes
 from groupact.errors import ConfigError
@@ -149,5 +150,5 @@ def build_pair_source(cfg: Config, group: Group, splits: Splits) -> PairSource:
 
 
 __all__ = ["DATASETS", "Occluder", "PairBatch", "PairSource", "Splits", "TensorSet",
-           "TransformPairs", "build_pair_source", "load_data", "register_dataset",
-           "split_indices", "to_unit_float"]
+           "TransformPairs", "batches", "build_pair_source", "fixed_pairs", "load_data",
+           "register_dataset", "slice_pairs", "split_indices", "to_unit_float"]

@@ -31,6 +31,18 @@ class PairBatch:
     labels: Tensor | None = None
 
 
+def slice_pairs(batch: PairBatch, start: int, stop: int) -> PairBatch:
+    """Pairs ``start:stop`` of a batch (a rank's part of a global batch, an evaluation chunk)."""
+    return PairBatch(batch.x1[start:stop], batch.x2[start:stop], batch.g[start:stop],
+                     None if batch.labels is None else batch.labels[start:stop])
+
+
+def batches(batch: PairBatch, size: int):
+    """Slices of a fixed pair batch, for memory-bounded evaluation."""
+    for i in range(0, batch.x1.shape[0], size):
+        yield slice_pairs(batch, i, i + size)
+
+
 class PairSource(ABC):
     """Makes pairs and single views of a split's items, in batches, on any device."""
 
@@ -112,3 +124,12 @@ class TransformPairs(PairSource):
             x = Occluder.paint(x, self.occluder.sample(x.shape[0], x.shape[-2], x.shape[-1],
                                                        gen, device))
         return x
+
+
+def fixed_pairs(source: PairSource, split: TensorSet, n: int | None, seed: int,
+                non_identity: bool, device: torch.device | str) -> PairBatch:
+    """Pairs fixed by a seed: validation and test pairs are the same for every run and method."""
+    gen = torch.Generator().manual_seed(seed)
+    count = len(split) if n is None else n
+    idx = torch.arange(count) % len(split)
+    return source.pairs(split, idx, gen, non_identity=non_identity, device=device)

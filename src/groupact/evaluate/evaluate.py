@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from groupact.build import model_from_config
-from groupact.data import TransformPairs, build_pair_source, load_data
+from groupact.data import TransformPairs, batches, build_pair_source, fixed_pairs, load_data
+from groupact.config import SELECT_KEYS
 from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate import figures
 from groupact.evaluate.metrics import dice, mse_per_image, psnr, ssim
@@ -26,7 +27,6 @@ from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside
 from groupact.model import GroupActionAutoencoder
 from groupact.runs import RunPaths, claim_eval_folder, load_run
 from groupact.distributed import resolve_device
-from groupact.train import SELECT_KEYS, batches, fixed_pairs
 
 EVAL_BATCH = 256
 

@@ -1,20 +1,19 @@
 """The training loop: batched pairs, Adam, best-validation checkpoint, JSONL log, exact resume.
 
-A run folder (see :mod:`groupact.runs`) holds ``config.yaml``, ``data.json``, ``metrics.jsonl`` and
-``checkpoints/{last,best}.pt``. Every file is written whole or not at all, so a run killed at any
-moment (SIGINT, SIGTERM, SIGKILL, a power cut) resumes from ``last.pt`` and ends bitwise equal, on
-the CPU, to a run never interrupted: a checkpoint holds the position inside the epoch (batches done,
-the epoch generator's state, the partial loss sums) and the last epoch's log record, and resuming
-repairs the log and ``best.pt`` to agree with it. SIGINT/SIGTERM finish the current step, save a
-checkpoint and stop; ``train.checkpoint_every`` bounds what a SIGKILL loses (it is replayed exactly).
-Training is data-parallel under ``torchrun`` (see :mod:`groupact.distributed`).
+(Over 400 lines because it is one class whose parts share one state: the step, the epoch, the
+checkpointed position and the signals; the concerns around it live in the modules named below.)
+
+:class:`Trainer` owns one run's data, model, optimiser and where training stands; a checkpoint
+holds the position inside the epoch (batches done, the epoch generator's state, the partial loss
+sums) and the last epoch's log record, so a resume continues at the very batch where the run
+stopped. The run folder's safety lives in :mod:`groupact.train.folder`, resuming's checks in
+:mod:`groupact.train.resume`, and the mask's gradient estimators in
+:mod:`groupact.train.mask_gradients`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -26,65 +25,31 @@ import torch
 from torch import Tensor
 
 from groupact.build import group_from_config, model_from_config
-from groupact.config import Config, TrainConfig, check_ranges, from_dict, load_config, merge, \
-    parse_override, save_config
-from groupact.data import PairBatch, PairSource, Splits, TensorSet, build_pair_source, load_data
+from groupact.config import Config, TrainConfig, check_ranges, save_config
+from groupact.data import PairBatch, Splits, TensorSet, batches, build_pair_source, fixed_pairs, \
+    load_data, slice_pairs
 from groupact.distributed import Comm
 from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
-from groupact.io import (LOCK_NAME, FolderLock, append_jsonl, atomic_copy, atomic_write_json,
-                         load_checkpoint, make_folder, read_jsonl, remove_stale_temps,
-                         save_checkpoint, write_jsonl)
+from groupact.io import append_jsonl, atomic_copy, atomic_write_json, save_checkpoint
 from groupact.latent import ALDMask
 from groupact.losses import LossWeights, get_loss
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
-from groupact.runs import RunPaths, check_net_version, config_differences, foreign_entries, \
-    read_run_config
-
-__all__ = ["RunPaths", "TIMING_KEYS", "RESUMABLE_KEYS", "Trainer", "train_run", "resume_config",
-           "check_resume_config", "history", "epoch_generator", "fixed_pairs",
-           "batches"]
+from groupact.runs import RunPaths, check_net_version
+from groupact.train.folder import repair_run_folder
+from groupact.train.mask_gradients import flip_gradient, freeze_mask
 
 #: fields of a metrics.jsonl record that measure wall-clock time; all others are deterministic
 TIMING_KEYS = ("seconds", "pairs_per_s")
 
-#: config keys a resumed run may change: how long and where it trains, never what it learns
-RESUMABLE_KEYS = frozenset({
-    "name", "description", "train.epochs", "train.device", "train.threads", "train.progress",
-    "train.checkpoint_every", "eval.n_pairs", "eval.probe_steps", "eval.probe_l2", "eval.figures"})
 
-
-#: train.select: the validation number whose lowest value picks best.pt → how reports name it
-SELECT_KEYS = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The RNG of one epoch: a run resumed at an epoch boundary replays it exactly."""
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
-
-def fixed_pairs(source: PairSource, split: TensorSet, n: int | None, seed: int,
-                non_identity: bool, device: torch.device) -> PairBatch:
-    """Pairs fixed by a seed: validation and test pairs are the same for every run and method."""
-    gen = torch.Generator().manual_seed(seed)
-    count = len(split) if n is None else n
-    idx = torch.arange(count) % len(split)
-    return source.pairs(split, idx, gen, non_identity=non_identity, device=device)
-
-
-def batches(batch: PairBatch, size: int):
-    """Slices of a fixed pair batch, for memory-bounded evaluation."""
-    n = batch.x1.shape[0]
-    for i in range(0, n, size):
-        yield PairBatch(batch.x1[i:i + size], batch.x2[i:i + size], batch.g[i:i + size],
-                        None if batch.labels is None else batch.labels[i:i + size])
-
-
-def slice_pairs(batch: PairBatch, start: int, stop: int) -> PairBatch:
-    """Pairs ``start:stop`` of a batch (a rank's part of the global batch)."""
-    return PairBatch(batch.x1[start:stop], batch.x2[start:stop], batch.g[start:stop],
-                     None if batch.labels is None else batch.labels[start:stop])
 
 
 def check_train_config(t: TrainConfig) -> None:
@@ -269,31 +234,15 @@ class Trainer:
         raise GroupactError(f"{what} (epoch {epoch}); training stopped and {kept}; "
                             "try a lower train.lr")
 
-    def repair_run_folder(self) -> None:
-        """Make the folder agree with the checkpoint being resumed (rank 0, before training).
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether this run (or the run it resumes) has a last.pt."""
+        return self._saved_step is not None
 
-        A kill can leave the folder out of step with ``last.pt``: a temporary file of an atomic
-        write, a torn or missing last line of metrics.jsonl (killed between the checkpoint and the
-        append), records of epochs the checkpoint has not reached, or a best.pt not yet refreshed
-        (killed between the checkpoint and the copy). The checkpoint is the truth; the rest follows.
-        """
-        for folder in (self.paths.root, self.paths.checkpoints):
-            for p in remove_stale_temps(folder):
-                self.log(f"removed {p.name}, left by an interrupted write")
-        on_file = read_jsonl(self.paths.metrics)
-        def epoch_of(r: dict[str, Any]) -> int:
-            e = r.get("epoch")
-            return e if isinstance(e, int) else 1 << 30  # a record without an epoch is dropped
-
-        if self.last_record is not None:
-            records = [r for r in on_file if epoch_of(r) < self.epoch] + [self.last_record]
-        else:
-            records = [r for r in on_file if epoch_of(r) <= self.epoch]
-        text = self.paths.metrics.read_text() if self.paths.metrics.exists() else ""
-        if text != "".join(json.dumps(r) + "\n" for r in records):  # also drops a torn line
-            write_jsonl(self.paths.metrics, records)
-        if self.epoch > 0 and self.batch == 0 and self.best_epoch == self.epoch:
-            atomic_copy(self.paths.last, self.paths.best)
+    def repair_folder(self) -> None:
+        """Make the run folder agree with the checkpoint being resumed (rank 0, before training)."""
+        repair_run_folder(self.paths, self.epoch, self.batch, self.best_epoch, self.last_record,
+                          self.log)
 
     # --- the loop -----------------------------------------------------------------------------
     def train_step(self, batch: PairBatch) -> dict[str, float]:
@@ -335,59 +284,16 @@ class Trainer:
         loss.backward()
         if self.cfg.model.mask.estimator == "flip" and isinstance(self.model.mask, ALDMask) \
                 and not exploring:
-            self._flip_gradient(local)
+            flip_gradient(self.model, local, self._gen)
         self.comm.all_reduce_grads(self.model.parameters())
         if self.epoch < self.cfg.model.mask.freeze_epochs:
-            self._freeze_mask()
+            freeze_mask(self.model)
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
         self.step += 1
         self._stop_now = stop_now
         return stats
-
-    @torch.no_grad()
-    def _flip_gradient(self, batch: PairBatch, n_pairs: int = 8) -> None:
-        """The mask logits' gradient from the exact difference between a channel's two states
-        (``model.mask.estimator=flip``), in place of the straight-through tangent.
-
-        The STE sets ∂L/∂α_c = ⟨∂L/∂z̃_c, Φ_g z_c − z_c⟩·σ'(α_c): the first-order change of the
-        loss when channel c is turned. Turning a volume is no small change, and the decoder has
-        adapted to the state the channel is in, so the tangent can point the wrong way: measured
-        on planes-so3-debian after one epoch, it pushed the full-resolution sky channels to the
-        variant side while turning them *raised* the reconstruction error by 9 % each. Here one
-        channel c per step (drawn from the epoch's generator, so resume stays exact) is decoded
-        both ways on the first ``n_pairs`` pairs of the batch, and ∂L/∂α_c = (L(M_c = 1) −
-        L(M_c = 0))·σ'(α_c) with L the reconstruction error D(Φ_g E x1) vs x2; the other logits
-        get no gradient this step. Costs one encoder and two decoder passes of ``n_pairs``.
-        """
-        model, mask = self.model, self.model.mask
-        n = min(n_pairs, batch.x1.shape[0])
-        x1, x2, g = batch.x1[:n], batch.x2[:n], batch.g[:n]
-        z1 = model.encode(x1)
-        moved = model.action(z1, g)
-        c = int(torch.randint(mask.channels, (1,), generator=self._gen))
-        m = mask.hard().to(z1)
-        errs = []
-        for state in (0.0, 1.0):
-            mm = m.clone()
-            mm[c] = state
-            mm = mm.view(1, -1, *([1] * (z1.dim() - 2)))
-            errs.append(model.recon_error(model.decode(model.mix(mm, moved, z1)), x2))
-        s = torch.sigmoid(mask.logits[c])
-        grad = torch.zeros_like(mask.logits)
-        grad[c] = (errs[1] - errs[0]) * s * (1 - s)
-        mask.logits.grad = grad
-
-    def _freeze_mask(self) -> None:
-        """Hold the mask still (zero gradients: Adam's moments stay 0, so the logits stay put).
-
-        Lets the encoder and decoder learn to use the initial split before the mask may move,
-        so early, noisy L_const gradients cannot push every channel to one side.
-        """
-        for p in self.model.mask.parameters():
-            if p.grad is not None:
-                p.grad.zero_()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -541,213 +447,3 @@ def mask_record(model: GroupActionAutoencoder) -> dict[str, Any]:
             "mask": [int(v) for v in hard.tolist()],
             "mask_probs": [round(float(v), 4) for v in model.mask.probabilities().cpu().tolist()]}
 
-
-# --- resuming -------------------------------------------------------------------------------------
-
-def check_resume_config(saved: dict[str, Any] | None, cfg: Config) -> None:
-    """Refuse to resume with a config that would train something else than the run did.
-
-    Only :data:`RESUMABLE_KEYS` may differ (e.g. more ``train.epochs``); with a one-cycle schedule
-    not even the epochs, as the schedule spans the whole run.
-    """
-    if saved is None:
-        return
-    try:
-        saved_cfg = from_dict(Config, saved)  # fills keys an older groupact did not write
-    except ConfigError as e:
-        raise CheckpointError(f"the checkpoint's config is not one this groupact reads: {e}")
-    diffs = config_differences(saved_cfg.to_dict(), cfg.to_dict())
-    bad = [d for d in diffs if d[0] not in RESUMABLE_KEYS]
-    if not bad and saved_cfg.train.schedule == "onecycle" and \
-            saved_cfg.train.epochs != cfg.train.epochs:
-        bad = [d for d in diffs if d[0] == "train.epochs"]
-    if bad:
-        key, theirs, ours = bad[0]
-        more = f" (and {len(bad) - 1} more: {', '.join(d[0] for d in bad[1:4])})" \
-            if len(bad) > 1 else ""
-        raise ConfigError(f"cannot resume with a different config: {key} is {ours!r} here but "
-                          f"{theirs!r} in the run{more}; resume with the run's own config "
-                          "(groupact train --resume --run-dir RUN_DIR, changing at most "
-                          "train.epochs) or train into a new --run-dir")
-
-
-def resume_config(run_dir: str | Path, recipe: str | None = None,
-                  overrides: list[str] | None = None) -> Config:
-    """The config to continue ``run_dir`` with: its own config.yaml plus ``--set`` overrides.
-
-    A recipe, if given, must be the one the run was trained from; the overrides may change only
-    :data:`RESUMABLE_KEYS` (checked again against the checkpoint when training resumes).
-    """
-    saved = read_run_config(run_dir)
-    if recipe is not None:
-        named = load_config(recipe).name
-        if named != saved.name:
-            raise ConfigError(f"{run_dir} was trained from recipe '{saved.name}', not "
-                              f"'{named}'; resume it with: groupact train --resume --run-dir "
-                              f"{run_dir}")
-    data = saved.to_dict()
-    for text in overrides or []:
-        data = merge(data, parse_override(text))
-    cfg = from_dict(Config, data)
-    check_resume_config(saved.to_dict(), cfg)
-    return cfg
-
-
-def _resume_state(paths: RunPaths, cfg: Config) -> dict[str, Any] | None:
-    """The checkpoint to resume from; None for a run killed before its first checkpoint."""
-    if not paths.root.is_dir():
-        raise CheckpointError(f"run folder {paths.root} does not exist; nothing to resume")
-    if not paths.last.is_file():
-        started = paths.config.is_file() and not read_jsonl(paths.metrics) and \
-            not any(paths.checkpoints.glob("*.pt"))
-        if not started:
-            raise CheckpointError(f"{paths.root} holds no checkpoints/last.pt to resume from")
-        check_resume_config(read_run_config(paths.root).to_dict(), cfg)
-        return None  # nothing was saved yet: the run starts again from step 0, which is exact
-    state = load_checkpoint(paths.last, "cpu")
-    check_resume_config(state.get("config"), cfg)
-    return state
-
-
-#: inside a run folder being overwritten: the old run, kept until the new one's first checkpoint
-TRASH = ".groupact-overwritten"
-
-
-def _check_fresh(paths: RunPaths, overwrite: bool, locked: bool = False) -> None:
-    """Refuse a fresh run where it would mix with, or wrongly delete, what is there (or where
-    another process is writing, unless this one holds the lock: ``locked``)."""
-    if paths.root.exists() and not paths.root.is_dir():
-        raise GroupactError(f"run folder {paths.root} is a file; give another --run-dir")
-    if not locked:
-        FolderLock.check_free(paths.root, "run folder")
-    there = [p for p in paths.root.iterdir() if p.name != LOCK_NAME] if paths.root.is_dir() else []
-    if not there:
-        return
-    if not overwrite:
-        raise GroupactError(f"run folder {paths.root} already exists; use --resume to "
-                            "continue it, --overwrite to start again, or --run-dir")
-    foreign = foreign_entries(paths.root)
-    if foreign or not (paths.config.is_file() or (paths.root / TRASH).is_dir()):
-        what = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "") if foreign \
-            else "no config.yaml"
-        raise GroupactError(f"--overwrite refused: {paths.root} is not a groupact run folder "
-                            f"({what}); --overwrite only replaces runs groupact wrote, so move "
-                            "your files or give another --run-dir")
-
-
-class _Claim:
-    """Rank 0's hold on a run folder: its lock, whether this process made the folder, and an
-    overwritten run set aside in ``TRASH`` until the new run has its first checkpoint."""
-
-    def __init__(self, paths: RunPaths):
-        self.paths, self.lock, self.created, self.trash = paths, None, False, None
-        self.had_lock_file = False
-
-    def take(self, fresh: bool, overwrite: bool) -> None:
-        self.created = make_folder(self.paths.root)
-        self.had_lock_file = (self.paths.root / LOCK_NAME).exists()
-        self.lock = FolderLock(self.paths.root, "run folder").acquire()
-        if not fresh:
-            return
-        _check_fresh(self.paths, overwrite, locked=True)  # again, under the lock
-        trash = self.paths.root / TRASH
-        ours = [p for p in self.paths.root.iterdir() if p.name not in (LOCK_NAME, TRASH)]
-        if trash.is_dir():  # an earlier --overwrite died before its first checkpoint
-            for p in ours:  # that attempt's files; the run it set aside stays in TRASH
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        elif ours:
-            trash.mkdir()
-            for p in ours:
-                p.rename(trash / p.name)
-        self.trash = trash if trash.is_dir() else None
-
-    def clear_trash(self) -> None:
-        """The new run has a checkpoint: the overwritten one may go."""
-        if self.trash is not None:
-            shutil.rmtree(self.trash, ignore_errors=True)
-            self.trash = None
-
-    def undo(self) -> None:
-        """A fresh run failed before its first checkpoint: put the folder back as it was."""
-        root = self.paths.root
-        for p in root.iterdir():
-            if p.name not in (LOCK_NAME, TRASH):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        if self.trash is not None:
-            for p in self.trash.iterdir():
-                p.rename(root / p.name)
-            self.trash.rmdir()
-            self.trash = None
-        self.release()
-        if not self.had_lock_file:  # the folder as it was, lock file included
-            (root / LOCK_NAME).unlink(missing_ok=True)
-        if self.created:
-            try:
-                root.rmdir()
-            except OSError:
-                pass
-
-    def release(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-
-def train_run(cfg: Config, run_dir: str | Path, resume: bool = False,
-              overwrite: bool = False, log: Callable[[str], None] = print,
-              comm: Comm | None = None) -> Trainer:
-    """Train a recipe into ``run_dir`` (continuing it with ``resume``); returns the trainer.
-
-    Everything is checked (config, data, checkpoint) before the folder is touched, and the
-    folder is locked while training (a second process is refused). With ``overwrite`` the old
-    run is set aside, not deleted, until the new run has written its first checkpoint; a new
-    run that fails before that leaves the folder as it was (or no folder, if it made it).
-    Check ``trainer.stopped_by`` to see whether a signal stopped it.
-    """
-    comm = comm if comm is not None else Comm()
-    paths = RunPaths(Path(run_dir))
-    claim = _Claim(paths)
-    state = None
-    try:
-        if resume:
-            def locked_state():
-                if not paths.root.is_dir():
-                    raise CheckpointError(f"run folder {paths.root} does not exist; nothing to "
-                                          "resume")
-                read_run_config(paths.root)  # a run folder, before a lock file is put in it
-                claim.take(fresh=False, overwrite=False)
-                return _resume_state(paths, cfg)
-            state = comm.run_on_main(locked_state)
-        else:
-            comm.run_on_main(lambda: _check_fresh(paths, overwrite))
-        trainer = Trainer(cfg, run_dir, log=log, comm=comm)
-        if not resume:
-            comm.run_on_main(lambda: claim.take(fresh=True, overwrite=overwrite))
-        trainer.on_first_save = claim.clear_trash
-        if (paths.root / TRASH).is_dir() and claim.trash is None:
-            claim.trash = paths.root / TRASH  # resuming a run whose overwrite was cut short
-        if state is not None:
-            trainer.load_state(state)
-            comm.run_on_main(trainer.repair_run_folder)
-            trainer.log(f"resuming {run_dir} in epoch {trainer.epoch + 1} after batch "
-                        f"{trainer.batch}/{trainer.steps_per_epoch} (step {trainer.step})")
-        elif resume:
-            comm.run_on_main(trainer.repair_run_folder)  # stale temporary files, if any
-            trainer.log(f"{run_dir} was stopped before its first checkpoint; starting it again")
-        comm.barrier()
-    except BaseException:
-        claim.release()
-        raise
-    try:
-        trainer.fit()
-    except Exception:
-        if comm.is_main and not resume and trainer._saved_step is None and claim.lock:
-            claim.undo()
-        raise
-    finally:
-        claim.release()
-    return trainer
-
-
-def history(run_dir: str | Path) -> list[dict[str, Any]]:
-    return read_jsonl(RunPaths(Path(run_dir)).metrics)
