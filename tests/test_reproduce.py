@@ -16,8 +16,10 @@ from groupact.errors import ConfigError, GroupactError
 from groupact.losses import LOSSES
 from groupact.reproduce.plan import bundled_plan_text, load_plan, parse_plan
 from groupact.reproduce.ledger import RUN_LOG, RunSpec
-from groupact.reproduce.runner import expand_plan, reproduce, run_all
-from groupact.reproduce.tables import write_tables
+from groupact.reproduce.runner import reproduce
+from groupact.reproduce.specs import expand_plan
+from groupact.reproduce.workers import run_all
+from groupact.reproduce.pages import write_tables
 
 #: the input shape each data kind gives a model (to build every planned model without data)
 SHAPES = {"mnist5k": (1, 28, 28), "adrenal3d": (1, 28, 28, 28), "brain3d": (1, 32, 32, 32),
@@ -302,7 +304,7 @@ def fake_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(RunSpec, "command", lambda self: [sys.executable, str(script),
                                                           str(self.run_dir),
                                                           self.overrides[0][5:]])
-    monkeypatch.setattr("groupact.reproduce.runner.run_config",
+    monkeypatch.setattr("groupact.reproduce.workers.run_config",
                         lambda spec: __import__("groupact.config").config.load_config(
                             "rotmnist-c4"))
 

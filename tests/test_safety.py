@@ -428,10 +428,10 @@ REPRO = ["reproduce", "--budget", "tiny", "--datasets", "rotmnist", "--methods",
 
 
 @pytest.mark.parametrize("at", _kill_points(
-    "groupact.reproduce.tables:atomic_write_text:2",
-    [*[f"groupact.reproduce.tables:atomic_write_text:{n}" for n in (1, 4)],
+    "groupact.reproduce.pages:atomic_write_text:2",
+    [*[f"groupact.reproduce.pages:atomic_write_text:{n}" for n in (1, 4)],
      "groupact.reproduce.runner:write_manifest:1",
-     "groupact.reproduce.runner:write_run_meta:2"]))
+     "groupact.reproduce.workers:write_run_meta:2"]))
 def test_reproduce_killed_while_writing_its_tables_then_run_again(tmp_path, capsys, at):
     """Killed after its run is trained, while it writes its bookkeeping and tables."""
     out = tmp_path / "results"

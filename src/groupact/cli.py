@@ -25,7 +25,7 @@ from groupact.latent import ACTIONS, MASKS
 from groupact.nets import NETS, resolved_net_name
 from groupact.reproduce.plan import load_plan
 from groupact.reproduce.runner import reproduce
-from groupact.reproduce.tables import write_tables
+from groupact.reproduce.pages import write_tables
 from groupact.runs import RUNS_ROOT, export_run, latest_run_dir, new_run_dir
 from groupact.train import resume_config, signal_name, train_run
 from groupact.transform import READOUTS, features_file, transform_file

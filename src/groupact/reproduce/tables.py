@@ -1,4 +1,5 @@
-"""A reproduction's results: RESULTS.md, results.csv, summary.csv and a self-contained index.html.
+"""A reproduction's results as tables: the run records read back from the run folders, and the
+reconstruction, probe, latent, mask and ablation tables (written out by :mod:`.pages`).
 
 Everything is read back from the run folders (``OUT/runs/<dataset>/<method>/seed<k>/eval/
 metrics.json``) and the results folder's ``reproduce.json``, so the tables can be rewritten at any
@@ -12,19 +13,15 @@ without changing this file.
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groupact.io import atomic_copy, atomic_write_text, read_json_object
-from groupact.reproduce.ledger import MANIFEST, duration, read_run_meta
+from groupact.io import read_json_object
+from groupact.reproduce.ledger import read_run_meta
 from groupact.reproduce.plan import Plan
-from groupact.runs import RunPaths
 
 #: the figures of the reference method's seed-0 run that the HTML page embeds, per dataset
 PAGE_FIGURES = ("reconstructions.png", "latent_maps.png", "swap.png")
@@ -93,7 +90,7 @@ class Table:
 
 # --- reading --------------------------------------------------------------------------------------
 
-def _number(v: Any) -> float | None:
+def as_number(v: Any) -> float | None:
     """A finite number, or None (missing, null, NaN, text, bool)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
@@ -121,7 +118,7 @@ def collect(out: Path, plan: Plan | None) -> list[RunRecord]:
         else:
             kind, probe_only = meta.get("kind", "method"), bool(meta.get("probe_only", False))
         records.append(RunRecord(dataset, method, kind, seed, probe_only, metrics, run_dir,
-                                 _number(meta.get("seconds")), _number(meta.get("cpu_seconds"))))
+                                 as_number(meta.get("seconds")), as_number(meta.get("cpu_seconds"))))
     d_order = list(plan.datasets) if plan else []
     m_order = plan.names() if plan else []
 
@@ -142,7 +139,7 @@ def groups(records: list[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
 
 def stats(runs: list[RunRecord], key: str) -> tuple[int, float | None, float | None]:
     """(count, mean, sample std) of a metric over runs; NaN/null values are left out."""
-    values = [v for v in (_number(r.metrics.get(key)) for r in runs) if v is not None]
+    values = [v for v in (as_number(r.metrics.get(key)) for r in runs) if v is not None]
     if not values:
         return 0, None, None
     mean = sum(values) / len(values)
@@ -169,7 +166,7 @@ def extra_keys(records: list[RunRecord], prefix: str, known: set[str]) -> list[s
     """Numeric metrics starting with ``prefix`` the tables do not name: new columns, sorted so a
     key's ``_upright`` twin follows it."""
     keys = {k for r in records for k, v in r.metrics.items()
-            if k.startswith(prefix) and k not in known and (_number(v) is not None or v is None)}
+            if k.startswith(prefix) and k not in known and (as_number(v) is not None or v is None)}
     return sorted(keys, key=lambda k: (k.removesuffix("_upright"), k.endswith("_upright")))
 
 
@@ -191,11 +188,11 @@ def title(key: str) -> str:
 
 # --- the tables -----------------------------------------------------------------------------------
 
-def _label(plan: Plan | None, dataset: str) -> str:
+def dataset_label(plan: Plan | None, dataset: str) -> str:
     return plan.datasets[dataset].title if plan and dataset in plan.datasets else dataset
 
 
-def _reference(plan: Plan | None, runs_by: dict, dataset: str) -> str | None:
+def reference_method(plan: Plan | None, runs_by: dict, dataset: str) -> str | None:
     """The method whose pairs give the do-nothing row: the plan's first full method present."""
     names = [m for (d, m), rs in runs_by.items() if d == dataset and rs[0].kind == "method"
              and not rs[0].probe_only]
@@ -207,7 +204,7 @@ def _rows(plan, runs_by, select, columns: list[str]) -> list[list[str]]:
     for (dataset, method), runs in runs_by.items():
         if not select(runs[0]):
             continue
-        first = _label(plan, dataset) if dataset != last else ""
+        first = dataset_label(plan, dataset) if dataset != last else ""
         last = dataset
         rows.append([first, method, str(len(runs))] + [cell(runs, k) for k in columns])
     return rows
@@ -220,12 +217,12 @@ def reconstruction_table(plan, records, runs_by) -> Table:
     rows, notes = [], []
     datasets = list(dict.fromkeys(r.dataset for r in records))
     for dataset in datasets:
-        ref = _reference(plan, runs_by, dataset)
+        ref = reference_method(plan, runs_by, dataset)
         methods = [(m, rs) for (d, m), rs in runs_by.items() if d == dataset
                    and rs[0].kind == "method" and not rs[0].probe_only]
         if not methods:
             continue
-        label = _label(plan, dataset)
+        label = dataset_label(plan, dataset)
         if ref is not None:
             ref_runs = runs_by[(dataset, ref)]
             for answer, key in (("do nothing (x̂2 = x1)", "identity"),
@@ -324,8 +321,8 @@ def ablation_table(plan, records, runs_by) -> Table | None:
     for dataset in dict.fromkeys(d for d, _ in ablations):
         names = [m for d, m in ablations if d == dataset]
         refs = [plan.ablations[m].reference for m in names if plan and m in plan.ablations]
-        ref = refs[0] if refs else _reference(plan, runs_by, dataset)
-        label = _label(plan, dataset)
+        ref = refs[0] if refs else reference_method(plan, runs_by, dataset)
+        label = dataset_label(plan, dataset)
         for m in ([ref] if ref and (dataset, ref) in runs_by else []) + names:
             rs = runs_by[(dataset, m)]
             name = f"{m} (reference)" if m == ref else m
@@ -342,200 +339,3 @@ def all_tables(plan: Plan | None, records: list[RunRecord]) -> list[Table]:
               latent_table(plan, records, runs_by), mask_table(plan, records, runs_by)]
     abl = ablation_table(plan, records, runs_by)
     return tables + ([abl] if abl else [])
-
-
-# --- header, legend, figures ----------------------------------------------------------------------
-
-def read_manifest(out: Path) -> dict[str, Any]:
-    return read_json_object(Path(out) / MANIFEST)
-
-
-def _duration(seconds: float | None) -> str:
-    return "unknown" if seconds is None else duration(seconds)
-
-
-def header_lines(manifest: dict[str, Any], records: list[RunRecord]) -> tuple[list[str], str]:
-    """Facts about how the results were made; the second item is the one line that changes
-    from one invocation to the next (wall time and date)."""
-    mach = manifest.get("machine") or {}
-    seeds = sorted({r.seed for r in records})
-    compute = [r.seconds for r in records if r.seconds is not None]
-    cpu = [r.cpu_seconds for r in records if r.cpu_seconds]
-    lines = [
-        f"- Budget: **{manifest.get('budget', 'unknown')}**"
-        + (f" — {manifest['budget_description']}" if manifest.get("budget_description") else ""),
-        f"- Runs: {len(records)} evaluated, seeds {', '.join(map(str, seeds)) or '–'}; "
-        f"compute, summed over the runs (one thread each): wall "
-        f"{_duration(sum(compute)) if compute else 'unknown'}, CPU "
-        f"{_duration(sum(cpu)) if cpu else 'unknown'}",
-        f"- Machine: {mach.get('platform', 'unknown')}, {mach.get('cpus', '?')} CPUs, Python "
-        f"{mach.get('python', '?')}, torch {mach.get('torch', '?')}",
-        f"- Command: `{manifest.get('command', 'unknown')}` (plan: {manifest.get('plan', '?')})",
-    ]
-    working = [i for i in manifest.get("invocations", []) if i.get("launched")]
-    if working:
-        parts = [_duration(i.get("wall_seconds")) for i in working]
-        total = sum(float(i.get("wall_seconds") or 0) for i in working)
-        lines.append(f"- Wall time of the {len(working)} invocation(s) that trained or evaluated "
-                     f"runs: {' + '.join(parts)}" + (f" = {_duration(total)}"
-                                                      if len(working) > 1 else ""))
-    timing = (f"- Wall time of the last invocation: {_duration(manifest.get('wall_seconds'))}, "
-              f"finished {manifest.get('finished', 'unknown')}")
-    return lines, timing
-
-
-def legend(plan: Plan | None, records: list[RunRecord]) -> list[tuple[str, str]]:
-    present = list(dict.fromkeys(r.method for r in records))
-    if plan is None:
-        return [(m, "") for m in present]
-    return [(m, plan.entry(m).description) for m in plan.names() if m in present]
-
-
-def page_figures(plan: Plan | None, records: list[RunRecord]) -> list[tuple[str, Path]]:
-    """(dataset, figure path) of each dataset's reference-method seed-0 figures that exist."""
-    runs_by = groups(records)
-    out = []
-    for dataset in dict.fromkeys(r.dataset for r in records):
-        ref = _reference(plan, runs_by, dataset)
-        if ref is None:
-            continue
-        seed0 = [r for r in runs_by[(dataset, ref)] if r.seed == 0]
-        for r in seed0:
-            for name in PAGE_FIGURES:
-                p = RunPaths(r.run_dir).eval / "figures" / name
-                if p.is_file():
-                    out.append((dataset, p))
-    return out
-
-
-# --- writing --------------------------------------------------------------------------------------
-
-def results_markdown(plan, records, manifest, out: Path) -> str:
-    lines, timing = header_lines(manifest, records)
-    text = ["# Reproduction results", "",
-            "Written by `groupact reproduce` (docs/REPRODUCE.md explains every column; the "
-            "evaluation protocol is docs/PROTOCOL.md). Mean ± sample standard deviation over "
-            "seeds.", ""] + lines + [timing, ""]
-    if not records:
-        return "\n".join(text + ["No evaluated runs yet.", ""])
-    text += ["## Methods and ablations", ""]
-    text += [f"- **{m}**: {d}" for m, d in legend(plan, records)] + [""]
-    text += ["## Tables", ""]
-    for t in all_tables(plan, records):
-        text += [t.markdown()]
-    figs = page_figures(plan, records)
-    if figs:
-        # run folders are not kept with the tables (results/runs is large): the page shows copies
-        text += ["## Figures (reference method, seed 0)", ""]
-        for dataset in dict.fromkeys(d for d, _ in figs):
-            text += [f"### {_label(plan, dataset)}", ""]
-            text += [f"![{dataset} {p.stem}]({figure_copy_name(dataset, p)})"
-                     for d, p in figs if d == dataset] + [""]
-    return "\n".join(text)
-
-
-def figure_copy_name(dataset: str, fig: Path) -> str:
-    """Where RESULTS.md's copy of a run's figure lives, relative to the results folder."""
-    return f"figures/{dataset}-{fig.name}"
-
-
-def copy_page_figures(plan: Plan | None, records: list[RunRecord], out: Path) -> list[Path]:
-    """Copy the page's figures next to RESULTS.md so the page works without the run folders."""
-    copies = []
-    for dataset, fig in page_figures(plan, records):
-        dst = out / figure_copy_name(dataset, fig)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        atomic_copy(fig, dst)
-        copies.append(dst)
-    return copies
-
-
-CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:90em}"
-       "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-       "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-       "td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}"
-       "img{max-width:100%;border:1px solid #ddd;margin:4px 0}")
-
-
-def results_html(plan, records, manifest) -> str:
-    lines, timing = header_lines(manifest, records)
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>groupact reproduction"
-             f"</title><style>{CSS}</style></head><body><h1>Reproduction results</h1>",
-             "<p>Mean ± sample standard deviation over seeds; docs/REPRODUCE.md explains the "
-             "columns and docs/PROTOCOL.md the evaluation protocol.</p><ul>"]
-    parts += [f"<li>{html.escape(ln[2:]).replace('**', '')}</li>" for ln in lines + [timing]]
-    parts.append("</ul>")
-    if records:
-        parts.append("<h2>Methods and ablations</h2><ul>")
-        parts += [f"<li><b>{html.escape(m)}</b>: {html.escape(d)}</li>"
-                  for m, d in legend(plan, records)]
-        parts.append("</ul><h2>Tables</h2>")
-        parts += [t.html() for t in all_tables(plan, records)]
-        figs = page_figures(plan, records)
-        if figs:
-            parts.append("<h2>Figures (reference method, seed 0)</h2>")
-            for dataset in dict.fromkeys(d for d, _ in figs):
-                parts.append(f"<h3>{html.escape(_label(plan, dataset))}</h3>")
-                for d, p in figs:
-                    if d == dataset:
-                        data = base64.b64encode(p.read_bytes()).decode("ascii")
-                        parts.append(f"<p>{html.escape(p.name)}<br><img alt='{html.escape(p.name)}'"
-                                     f" src='data:image/png;base64,{data}'></p>")
-    else:
-        parts.append("<p>No evaluated runs yet.</p>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-def _csv(rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float) and math.isnan(v):
-        return "nan"
-    return v
-
-
-def results_csv(records: list[RunRecord]) -> str:
-    """One row per run: dataset, method, kind, seed, then every scalar metric (sorted keys)."""
-    fixed = ["dataset", "method", "kind", "seed"]
-    keys = sorted({k for r in records for k, v in r.metrics.items()
-                   if v is None or isinstance(v, (int, float, str, bool))})
-    # metrics.json's own "dataset" (the data's name, e.g. mnist5k) must not shadow the plan's
-    rows: list[list[Any]] = [fixed + [f"eval_{k}" if k in fixed else k for k in keys]]
-    for r in records:
-        rows.append([r.dataset, r.method, r.kind, r.seed]
-                    + [_csv_value(r.metrics.get(k)) for k in keys])
-    return _csv(rows)
-
-
-def summary_csv(records: list[RunRecord]) -> str:
-    """Mean and sample std over seeds per dataset × method × numeric metric."""
-    rows: list[list[Any]] = [["dataset", "method", "kind", "metric", "n", "mean", "std"]]
-    for (dataset, method), runs in groups(records).items():
-        keys = sorted({k for r in runs for k, v in r.metrics.items() if _number(v) is not None})
-        for k in keys:
-            n, mean, std = stats(runs, k)
-            rows.append([dataset, method, runs[0].kind, k, n, repr(mean) if mean is not None
-                         else "", repr(std) if std is not None else ""])
-    return _csv(rows)
-
-
-def write_tables(out: str | Path, plan: Plan | None) -> list[Path]:
-    """Write RESULTS.md, results.csv, summary.csv and index.html into ``out``."""
-    out = Path(out)
-    records = collect(out, plan)
-    manifest = read_manifest(out)
-    files = {out / "RESULTS.md": results_markdown(plan, records, manifest, out),
-             out / "results.csv": results_csv(records),
-             out / "summary.csv": summary_csv(records),
-             out / "index.html": results_html(plan, records, manifest)}
-    copies = copy_page_figures(plan, records, out)
-    for path, text in files.items():
-        atomic_write_text(path, text)
-    return list(files) + copies

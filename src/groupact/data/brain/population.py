@@ -1,22 +1,9 @@
-"""3D brain MRI: a loader for a folder of NIfTI volumes, and an offline stand-in made from MNI152.
-
-Volumes are (N, 1, D, H, W) float32 in [0, 1] in one orientation for both sources, the NIfTI data
-reoriented to RAS first: D runs inferior→superior, H anterior→posterior, W left→right, so
-``images[:, 0, d]`` is an axial slice that shows the front of the head at the top.
-
-- :func:`load_brain_folder` reads real T1 volumes a user has (``.nii`` / ``.nii.gz``), with optional
-  labels from ``labels.csv`` (``filename,label``).
-- :func:`load_brain3d_synthetic` ("mni152-synthetic") is an honest stand-in, not patient data: a
-  population of deformed copies of the MNI152 2009a T1 template that ships inside the nilearn wheel,
-  with a binary label for simulated ventricle enlargement. It needs no network.
-- :func:`load_brain2d_slices` gives a few axial slices per subject (for the 2D contrast recipes).
-"""
+"""The synthetic brain population ("mni152-synthetic"): deformed copies of the MNI152 template with
+a binary label for simulated ventricle enlargement; held-out real subjects made the same way; and a
+few axial slices per subject for the 2D recipes."""
 
 from __future__ import annotations
 
-import csv
-import functools
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,265 +13,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
-from groupact.data.brains_real import (MATCH_PERCENTILE, REAL_BRAINS, ball_cube, load_real_brain,
+from groupact.data.base import Splits, TensorSet, to_unit_float
+from groupact.data.brains_real import (MATCH_PERCENTILE, REAL_BRAINS, load_real_brain,
                                        real_brain_files)
 from groupact.data.cache import cached, generator_settings
-from groupact.data.nifti import NIFTI_SUFFIXES, import_nibabel, read_nifti, resample_volumes
 from groupact.errors import DataError
+from groupact.data.brain.folder import load_brain_folder
+from groupact.data.brain.template import cube_at, enlarge_field, mni152_template, template_full
 
-TEMPLATE_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
+
 SYNTHETIC_NAME = "mni152-synthetic"
 SYNTHETIC_SOURCE = "generated from the MNI152 2009a template bundled in nilearn"
 SYNTHETIC_LABELS = {"0": "no change (normal ventricle-size variation)",
                     "1": "simulated ventricle enlargement"}
-_FIELD_RES = 64          # grid on which the ventricle-enlargement field is stored (≈3 mm voxels)
 _CHUNK_POINTS = 1 << 22  # subjects × points per grid_sample call (bounds memory to ~100 MB)
 
-
-# --------------------------------------------------------------------------------------------
-# real data: a folder of NIfTI volumes
-# --------------------------------------------------------------------------------------------
-
-def load_brain_folder(path: str | Path, size: int = 32, *, val_fraction: float = 0.1,
-                      test_fraction: float = 0.2, seed: int = 0,
-                      percentiles: tuple[float, float] = (0.5, 99.5), keep_aspect: bool = True,
-                      batch: int = 4) -> Splits:
-    """Every ``.nii``/``.nii.gz`` volume in ``path`` (sorted by name), resampled to ``size``³.
-
-    Each volume is reoriented to RAS, then (``keep_aspect``) padded to a cube in millimetres with
-    its lowest value so that anatomy keeps its proportions, and resampled (batched
-    ``F.interpolate``: area averaging when shrinking, trilinear when growing); then its intensities
-    are mapped to [0, 1] between the given robust percentiles. An optional ``labels.csv`` in the
-    folder gives ``filename,label`` rows (a header row is allowed; names may omit the suffix; string
-    labels are numbered in sorted order and listed in ``info['classes']``). The split is a seeded
-    permutation: ``test_fraction`` and ``val_fraction`` of the volumes (rounded), the rest train.
-    """
-    nib = import_nibabel()
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"brain folder {folder} does not exist; give data.path a folder of NIfTI "
-                        "volumes (*.nii or *.nii.gz), optionally with labels.csv (filename,label)")
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.endswith(NIFTI_SUFFIXES))
-    if not files:
-        raise DataError(f"brain folder {folder} holds no .nii or .nii.gz files; put one 3D T1 volume "
-                        "per file there (optionally with labels.csv: filename,label)")
-    if size < 2:
-        raise DataError(f"volume size {size} is too small; use data.size >= 2 (e.g. 32)")
-    if not 0 <= percentiles[0] < percentiles[1] <= 100:
-        raise DataError(f"percentiles {percentiles} must satisfy 0 <= low < high <= 100")
-    n = len(files)
-    # a split asked for (fraction > 0) gets at least one volume: an empty one breaks training late
-    n_test = max(1, int(round(n * test_fraction))) if test_fraction > 0 else 0
-    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
-    n_train = n - n_test - n_val
-    if n_train < 1:
-        raise DataError(f"brain folder {folder} holds {n} volume(s), too few for its train, "
-                        f"validation and test splits ({n_val + n_test + 1} or more); add volumes")
-    labels, classes = _read_labels_csv(folder, files)
-
-    volumes: list[Tensor] = []
-    pending: list[tuple[np.ndarray, tuple[float, float, float]]] = []
-
-    def flush() -> None:
-        if pending:
-            volumes.append(_normalise(_resample_group(pending, size, keep_aspect), percentiles))
-            pending.clear()
-
-    for f in files:
-        arr, zooms = read_nifti(nib, f)
-        if pending and (pending[0][0].shape != arr.shape or pending[0][1] != zooms
-                        or len(pending) >= batch):
-            flush()
-        pending.append((arr, zooms))
-    flush()
-    images = torch.cat(volumes)
-
-    parts = split_indices(n, n_train, n_val, n_test, seed)
-    lab = torch.as_tensor(labels, dtype=torch.int64) if labels is not None else None
-    sets = [TensorSet(images[i], lab[i] if lab is not None else None,
-                      {"file_index": i.clone()}) for i in parts]
-    info: dict[str, Any] = {
-        "name": "brain-folder", "source": str(folder), "stand_in": False,
-        "files": [f.name for f in files], "size": size, "orientation": "RAS; (D,H,W) = (I→S, A→P, L→R)",
-        "intensity": f"per volume, {percentiles[0]}–{percentiles[1]} percentiles mapped to [0, 1]",
-        "keep_aspect": keep_aspect, "seed": seed, "labels": "labels.csv" if lab is not None else None,
-    }
-    if classes is not None:
-        info["classes"] = classes
-    return Splits(*sets, info=info)
-
-
-def _read_labels_csv(folder: Path, files: list[Path]) -> tuple[list[int] | None, list[str] | None]:
-    table = folder / "labels.csv"
-    if not table.exists():
-        return None, None
-    stems = {_stem(f.name): f.name for f in files}
-    raw: dict[str, str] = {}
-    try:
-        with open(table, newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{table} is unreadable ({e}); write it as text rows 'filename,label'") from None
-    for k, row in enumerate(rows):
-        if len(row) < 2:
-            raise DataError(f"{table} row {k + 1} is {row!r}; each row must be 'filename,label'")
-        name, value = row[0].strip(), row[1].strip()
-        key = stems.get(_stem(name))
-        if key is not None:  # other rows (a header, files not in the folder) are ignored
-            raw[key] = value
-    missing = [f.name for f in files if f.name not in raw]
-    if missing:
-        raise DataError(f"{table} has no label for {missing[0]}"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                        + "; add a 'filename,label' row for every volume, or delete labels.csv")
-    values = [raw[f.name] for f in files]
-    try:
-        return [int(v) for v in values], None
-    except ValueError:
-        classes = sorted(set(values))
-        return [classes.index(v) for v in values], classes
-
-
-def _stem(name: str) -> str:
-    for s in (".nii.gz", ".nii"):
-        if name.endswith(s):
-            return name[: -len(s)]
-    return name
-
-
-def _resample_group(group: list[tuple[np.ndarray, tuple[float, float, float]]], size: int,
-                    keep_aspect: bool) -> Tensor:
-    """Same-shape volumes → (B, 1, size, size, size), in one batched call per step."""
-    x = torch.from_numpy(np.stack([a for a, _ in group]))[:, None]
-    x = x - x.amin(dim=(1, 2, 3, 4), keepdim=True)  # padding value 0 = the volume's minimum
-    shape = x.shape[2:]
-    if keep_aspect:
-        extent = [n * z for n, z in zip(shape, group[0][1])]
-        side = max(extent)
-        inner = [max(1, int(round(2 * size * e / side))) for e in extent]
-        x = resample_volumes(x, inner)
-        pads = []
-        for n in reversed(inner):
-            lo = (2 * size - n) // 2
-            pads += [lo, 2 * size - n - lo]
-        x = F.pad(x, pads)
-        return F.avg_pool3d(x, 2)
-    return resample_volumes(x, [size] * 3)
-
-
-def _normalise(x: Tensor, percentiles: tuple[float, float]) -> Tensor:
-    """Per volume: the low/high percentiles → 0/1, clamped (batched; no torch.quantile size cap)."""
-    lo_p, hi_p = percentiles
-    if not 0 <= lo_p < hi_p <= 100:
-        raise DataError(f"percentiles {percentiles} must satisfy 0 <= low < high <= 100")
-    flat = x.reshape(x.shape[0], -1).sort(dim=1).values
-    m = flat.shape[1] - 1
-    lo = flat[:, int(round(lo_p / 100 * m))].view(-1, 1, 1, 1, 1)
-    hi = flat[:, int(round(hi_p / 100 * m))].view(-1, 1, 1, 1, 1)
-    span = (hi - lo).clamp_min(1e-12)
-    return ((x - lo) / span).clamp(0, 1).to(torch.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# the MNI152 template
-# --------------------------------------------------------------------------------------------
-
-def template_dir() -> Path:
-    """The folder inside the installed nilearn package that holds the MNI152 2009a maps."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the mni152-synthetic brain data is made from the MNI152 template shipped "
-                        "with nilearn; pip install nilearn (or groupact[medical])")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
-    missing = [n for n in TEMPLATE_FILES.values() if not (folder / n).exists()]
-    if missing:
-        raise DataError(f"{folder} lacks {missing[0]}; reinstall nilearn (pip install --force-reinstall "
-                        "nilearn) or give a folder of NIfTI volumes as data.path")
-    return folder
-
-
-@functools.lru_cache(maxsize=1)
-def _template_full() -> dict[str, Any]:
-    """Full-resolution (1 mm) cube arrays: T1 and the lateral-ventricle mask (cached in memory)."""
-    from scipy import ndimage
-
-    nib = import_nibabel()
-    folder = template_dir()
-    vol = {k: np.asarray(nib.load(str(folder / f)).dataobj) for k, f in TEMPLATE_FILES.items()}
-    t1 = vol["t1"].astype(np.float32) / 255.0
-    brain = vol["t1"] > 0
-    # CSF: inside the (skull-stripped) brain, dark on T1 and neither grey nor white matter
-    csf = brain & (vol["t1"] < 80) & (vol["gm"].astype(np.int32) + vol["wm"] < 80)
-    lab, n = ndimage.label(csf)
-    if n == 0:
-        raise DataError(f"no ventricles found in {folder}; the template files look unusual — "
-                        "reinstall nilearn")
-    idx = np.arange(1, n + 1)
-    sizes = ndimage.sum(csf, lab, idx)
-    coms = np.array(ndimage.center_of_mass(csf, lab, idx))
-    nz = np.argwhere(brain)
-    lo, hi = nz.min(0), nz.max(0)
-    centre = (lo + hi) / 2.0
-    near = np.linalg.norm(coms - centre, axis=1) < 25.0  # mm (1 mm voxels)
-    pick = idx[near][np.argsort(-sizes[near])][:2]  # the two lateral ventricles
-    if len(pick) < 2 or sizes[pick - 1].min() < 1000:
-        raise DataError(f"could not find the lateral ventricles in {folder}; reinstall nilearn")
-    vent = np.isin(lab, pick)
-    # a cube whose inscribed ball holds every brain voxel: any rotation about the centre keeps the
-    # whole brain inside the volume (the brain is ellipsoidal, so this costs ~3%)
-    t1_cube, vent_cube = (np.ascontiguousarray(c.transpose(2, 1, 0)[:, ::-1, :])  # RAS → (D, H, W)
-                          for c in ball_cube([t1, vent.astype(np.float32)], brain))
-    return {"t1": t1_cube, "vent": vent_cube, "side_mm": float(t1_cube.shape[0]),
-            "ventricle_voxels": int(vent.sum()), "folder": str(folder)}
-
-
-@functools.lru_cache(maxsize=8)
-def mni152_template(size: int = 32) -> tuple[Tensor, Tensor]:
-    """The MNI152 2009a T1 template and its lateral-ventricle occupancy, each (size, size, size).
-
-    Cropped to the brain, padded to a cube whose inscribed ball holds the whole brain, and averaged
-    down (area) to ``size``³; values in [0, 1]; orientation (D, H, W) = (I→S, A→P, L→R).
-    """
-    full = _template_full()
-    return _cube_at(full["t1"], size), _cube_at(full["vent"], size)
-
-
-def _cube_at(cube: np.ndarray, size: int) -> Tensor:
-    """A 1 mm ball cube averaged down (area) to ``size``³, values clamped to [0, 1]."""
-    x = torch.from_numpy(cube)[None, None]
-    return F.interpolate(x, size=(size,) * 3, mode="area")[0, 0].clamp(0, 1)
-
-
-@functools.lru_cache(maxsize=2)
-def _enlarge_field(smooth_mm: float) -> Tensor:
-    """(1, 3, R, R, R) unit-peak field pointing into the ventricles, in grid_sample (x, y, z) order.
-
-    It is the gradient of the ventricle mask smoothed with a Gaussian of ``smooth_mm``, scaled so its
-    largest length is 1 mm (stored in normalised units: 2 / side_mm per mm). A pull map
-    q = p + a·field(p) samples ventricle from just outside it, so the ventricles grow by about a mm
-    in every direction (a < 0 shrinks them).
-    """
-    from scipy import ndimage
-
-    full = _template_full()
-    vent = F.interpolate(torch.from_numpy(full["vent"])[None, None], size=(_FIELD_RES,) * 3,
-                         mode="area")[0, 0].numpy()
-    vox_mm = full["side_mm"] / _FIELD_RES
-    smooth = ndimage.gaussian_filter(vent.astype(np.float64), smooth_mm / vox_mm)
-    grad = np.stack(np.gradient(smooth, vox_mm))  # (d, h, w) components, per mm
-    grad /= np.sqrt((grad ** 2).sum(0)).max()
-    field = grad[::-1] * (2.0 / full["side_mm"])  # → (x=w, y=h, z=d), normalised units per mm
-    return torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))[None]
-
-
-# --------------------------------------------------------------------------------------------
-# the synthetic population
-# --------------------------------------------------------------------------------------------
 
 _GENERATOR_DEFAULTS: dict[str, Any] = {
     "deform_mm": 4.0,          # std of the smooth random displacement at its control points (mm)
@@ -334,8 +77,8 @@ def _render(params: dict[str, Tensor], points: Tensor, size: int, s: dict[str, A
     """
     if template is None:
         template, _ = mni152_template(size)
-        side_mm = _template_full()["side_mm"]
-    field = _enlarge_field(float(s["smooth_mm"]))
+        side_mm = template_full()["side_mm"]
+    field = enlarge_field(float(s["smooth_mm"]))
     mm = 2.0 / float(side_mm)  # normalised units per mm
     n, m = params["labels"].numel(), points.shape[0]
     out = torch.empty(n, m, dtype=torch.uint8)
@@ -473,7 +216,7 @@ def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dic
         raise DataError("data.heldout needs test subjects; set data.n_test >= 1")
     names = list(dict.fromkeys(names))
     files = [real_brain_files(name, root) for name in names]
-    template = _template_full()["t1"]
+    template = template_full()["t1"]
     reference = float(np.percentile(template[template > 0], MATCH_PERCENTILE))
     settings = {"n": n, "size": size, "seed": seed, "heldout": names,
                 "files": [[str(p), p.stat().st_size] for pair in files for p in pair if p],
@@ -487,7 +230,7 @@ def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dic
         points = _grid_points(_axis(size), size)
         for k, (t1_path, mask_path) in enumerate(files):
             cube = load_real_brain(t1_path, mask_path, reference)
-            t = _cube_at(cube, size)
+            t = cube_at(cube, size)
             pick = (brain == k).nonzero()[:, 0]
             sub = {key: v[pick] for key, v in params.items()}
             out[pick] = _render(sub, points, size, s, seed + 7920 + k, t, float(cube.shape[0]))
