@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from groupact.data.pairs import PairBatch
-from groupact.evaluate.evaluate import image_metrics, orbit_pooled
+from groupact.evaluate.evaluate import image_metrics
+from groupact.evaluate.probe import orbit_pooled
 from groupact.evaluate.metrics import mse_per_image, psnr
 from groupact.groups import build_group
 from groupact.latent import FixedMask, SpatialAction

@@ -1,4 +1,4 @@
-"""Planes in the sky: the .obj reader, the rasteriser, the procedural stand-in and pose pairs."""
+"""Planes in the sky: mesh files (trimesh), the rasteriser, the procedural stand-in and pose pairs."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from groupact.data.mesh import FAMILIES, make_airplane, normalize_mesh, read_obj, write_obj
+from groupact.data.airplanes import FAMILIES, make_airplane
+from groupact.data.mesh import MESH_SUFFIXES, normalize_mesh, read_mesh, write_mesh
 from groupact.data.planes import PosePairs, generate_planes, load_planes, make_skies
 from groupact.data.render import (axis_angle, composite, random_rotations, rasterize, render)
 from groupact.errors import DataError
@@ -33,44 +34,83 @@ def splits(tmp_path_factory):
             os.environ["GROUPACT_CACHE"] = old
 
 
-# --- .obj ---------------------------------------------------------------------------------------
+# --- mesh files (trimesh) -------------------------------------------------------------------------
+def _triangles(v, f):
+    """A mesh's triangles as a set of vertex-coordinate triples, each turned to start at its
+    smallest corner (so the set is free of vertex order and of where a fan starts)."""
+    out = set()
+    for tri in v[f].tolist():
+        k = min(range(3), key=lambda i: tri[i])
+        out.add(tuple(map(tuple, tri[k:] + tri[:k])))
+    return out
+
+
 def test_obj_quad_negative_indices_and_slashes(tmp_path):
     p = tmp_path / "m.obj"
     p.write_text("# a quad\nmtllib x.mtl\no quad\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\n"
                  "vt 0 0\nvn 0 0 1\nusemtl red\ns off\n"
                  "f 1/1/1 2/1/1 3/1/1 4/1/1\n"
                  "v 0 0 1\nf -1 -4 -3\nf 5//1 1//1 2//1\n")
-    v, f = read_obj(p)
-    assert v.shape == (5, 3) and v.dtype == torch.float32
-    assert f.dtype == torch.int64
-    assert f.tolist() == [[0, 1, 2], [0, 2, 3], [4, 1, 2], [4, 0, 1]]
+    v, f, colors = read_mesh(p)
+    assert v.dtype == torch.float32 and f.dtype == torch.int64 and f.shape == (4, 3)
+    c = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]]   # the file's vertices, 0-based
+    want = torch.tensor(c, dtype=torch.float32)
+    # the quad as a fan of two, and the two triangles through the fifth vertex (−1 ≡ 5, −4 ≡ 2)
+    assert _triangles(v, f) == _triangles(want, torch.tensor([[0, 1, 2], [0, 2, 3], [4, 1, 2],
+                                                                [4, 0, 1]]))
+    assert colors is None
 
 
 @pytest.mark.parametrize("text", ["", "hello world\n", "v 0 0 0\nv 1 0 0\nv 0 1 0\n",
                                   "v 0 0 0\nv 1 0 0\nf 1 2 3\n", "v 0 0 x\nf 1 1 1\n",
                                   "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2\n", "\x00\x01\x02{}<>\n"])
-def test_obj_errors(tmp_path, text):
+def test_mesh_errors_are_data_errors(tmp_path, text):
     p = tmp_path / "bad.obj"
     p.write_text(text)
-    with pytest.raises(DataError):
-        read_obj(p)
+    with pytest.raises(DataError, match="bad.obj"):
+        read_mesh(p)
 
 
-def test_obj_unreadable(tmp_path):
-    with pytest.raises(DataError):
-        read_obj(tmp_path / "missing.obj")
+def test_mesh_unreadable_or_unknown_format(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_mesh(tmp_path / "missing.obj")
     p = tmp_path / "bin.obj"
     p.write_bytes(bytes(range(128, 256)) * 4)
     with pytest.raises(DataError):
-        read_obj(p)
+        read_mesh(p)
+    (tmp_path / "m.xyz").write_text("v 0 0 0\n")
+    with pytest.raises(DataError, match="unknown format '.xyz'"):
+        read_mesh(tmp_path / "m.xyz")
 
 
-def test_write_read_roundtrip_and_normalize(tmp_path):
+@pytest.mark.parametrize("suffix", MESH_SUFFIXES)
+def test_every_format_reads_back_the_same_triangles(tmp_path, suffix):
+    """ShapeNet .obj, ModelNet .off, .stl, .ply, .glb/.gltf: one airplane written and read back."""
     m = make_airplane(1, torch.Generator().manual_seed(3))
-    write_obj(tmp_path / "p.obj", m.vertices, m.faces)
-    v, f = read_obj(tmp_path / "p.obj")
-    assert torch.equal(f, m.faces)
-    assert torch.allclose(v, m.vertices, atol=1e-5)
+    path = tmp_path / f"p{suffix}"
+    write_mesh(path, m.vertices, m.faces)
+    v, f, _ = read_mesh(path)
+    assert f.shape == m.faces.shape
+    rounded = lambda t: (t * 1e4).round() / 1e4          # .stl stores float32, text formats 6 digits
+    assert _triangles(rounded(v), f) == _triangles(rounded(m.vertices), m.faces)
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".glb", ".obj"])
+def test_a_files_colours_are_kept(tmp_path, suffix):
+    m = make_airplane(0, torch.Generator().manual_seed(1))
+    path = tmp_path / f"p{suffix}"
+    write_mesh(path, m.vertices, m.faces, m.colors)
+    _, f, colors = read_mesh(path)
+    assert colors is not None and colors.shape == (f.shape[0], 3)
+    # vertex-coloured formats average a face's corners; each face of one part shares a colour
+    assert (colors - m.colors.mean(0)).abs().max() < 1.0 and colors.std(0).max() > 0.01
+    if suffix == ".ply":   # face colours stored as they are (to 1/255)
+        assert torch.allclose(colors, m.colors, atol=1 / 255 + 1e-6)
+
+
+def test_normalize(tmp_path):
+    m = make_airplane(1, torch.Generator().manual_seed(3))
+    v = m.vertices
     n = normalize_mesh(v * 7 + torch.tensor([3.0, -2.0, 1.0]))
     assert n.norm(dim=1).max() == pytest.approx(1.0, abs=1e-5)
     assert torch.allclose((n.amin(0) + n.amax(0)) / 2, torch.zeros(3), atol=1e-5)
@@ -290,7 +330,7 @@ def test_pose_pairs_need_rendered_splits():
 # --- the real-format path ------------------------------------------------------------------------
 def _write_tetra(path, stretch):
     v = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=torch.float32) * stretch
-    write_obj(path, v, torch.tensor([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]))
+    write_mesh(path, v, torch.tensor([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]))
 
 
 def test_load_planes_folder(tmp_path):
@@ -300,7 +340,9 @@ def test_load_planes_folder(tmp_path):
         (meshes / cls).mkdir(parents=True)
         for i in range(k):
             stretch = torch.tensor([1.0 + i, 1.0, 0.5 + (cls == "jet")])
-            _write_tetra(meshes / cls / f"m{i}.obj", stretch)
+            suffix = (".obj", ".off", ".ply")[i]   # the formats ShapeNet, ModelNet and scans use
+            _write_tetra(meshes / cls / f"m{i}{suffix}", stretch)
+    (meshes / "prop" / "notes.txt").write_text("not a mesh")
     skies = tmp_path / "skies"
     skies.mkdir()
     rng = np.random.default_rng(0)

@@ -117,8 +117,8 @@ DATASETS.register("adrenal3d", _adrenal3d, "adrenal masks 28³: data.path=adrena
 DATASETS.register("parcels3d", _parcels3d, "binary 3D shapes 28³ of real anatomy: the parcels of "
                   "the human brain atlases in Debian's mricron-data (not adrenal glands), or of "
                   "data.path=FOLDER of label volumes")
-DATASETS.register("planes", _planes, "planes in the sky 64×64 RGB: data.path=FOLDER of .obj "
-                  "meshes, else 'planes-synthetic' (procedural planes on procedural skies; "
+DATASETS.register("planes", _planes, "planes in the sky 64×64 RGB: data.path=FOLDER of meshes "
+                  "(.obj, .off, .stl, .ply, .glb), else 'planes-synthetic' (procedural planes on procedural skies; "
                   "stand-in)")
 DATASETS.register("planes-debian", _planes_debian, "REAL aircraft on REAL skies 64×64 RGB: the "
                   "FlightGear and CRRCsim AC3D models (textured) on CRRCsim's sky photos; needs "

@@ -15,25 +15,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from groupact.build import model_from_config
-from groupact.data import TransformPairs, batches, build_pair_source, fixed_pairs, load_data
 from groupact.config import SELECT_KEYS
+from groupact.data import batches, build_pair_source, fixed_pairs, load_data
+from groupact.distributed import resolve_device
 from groupact.errors import CheckpointError, GroupactError
-from groupact.evaluate import figures
-from groupact.evaluate.metrics import dice, mse_per_image, psnr, ssim
-from groupact.evaluate.probe import probe_accuracy, split_features
+from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, ssim
+from groupact.evaluate.probe import probes, untrained_copy
+from groupact.evaluate.run_figures import make_figures
 from groupact.evaluate.views3d import looks_binary
 from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
 from groupact.model import GroupActionAutoencoder
 from groupact.runs import RunPaths, claim_eval_folder, load_run
-from groupact.distributed import resolve_device
-
-EVAL_BATCH = 256
-
-
-@torch.no_grad()
-def encode_all(model: GroupActionAutoencoder, x: Tensor) -> Tensor:
-    return torch.cat([model.encode(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
 
 
 @torch.no_grad()
@@ -134,99 +126,6 @@ def homomorphism_error(model: GroupActionAutoencoder, x: Tensor, seed: int) -> f
     return num / den if den else math.nan
 
 
-@torch.no_grad()
-def orbit_pooled(model: GroupActionAutoencoder, x: Tensor, elements: Tensor) -> Tensor:
-    """(N, F) features: E(T_h x) averaged over h in a finite subgroup H, flattened.
-
-    Image-space orbit pooling, the classic way to make any encoder invariant (to H exactly): it
-    costs |H| encoder passes per image, where the latent read-out costs one.
-    """
-    group, k = model.group, elements.shape[0]
-    out = []
-    for i in range(0, len(x), max(1, EVAL_BATCH // k)):
-        xb = x[i:i + max(1, EVAL_BATCH // k)]
-        rep = xb.repeat_interleave(k, 0)
-        turned = group.act_image(rep, elements.repeat(xb.shape[0], *([1] * (elements.dim() - 1))))
-        z = model.encode(turned)
-        out.append(z.view(xb.shape[0], k, *z.shape[1:]).mean(1).flatten(1))
-    return torch.cat(out)
-
-
-def untrained_copy(model: GroupActionAutoencoder, cfg, input_shape, seed: int
-                   ) -> GroupActionAutoencoder:
-    """The same architecture at a fresh random start (the random-encoder baseline); the global
-    RNG is left as it was."""
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-    with torch.random.fork_rng(devices=[]):
-        fresh = model_from_config(cfg, tuple(input_shape))
-    return fresh.to(next(model.parameters()).device).eval()
-
-
-@torch.no_grad()
-def probes(model: GroupActionAutoencoder, source, splits, seed: int, steps: int,
-           l2: float, random_model: GroupActionAutoencoder | None = None,
-           max_items: int | None = None, orbit: bool = True) -> dict[str, float | None]:
-    """Linear probes on z_i / z_v / z / the invariant read-out, and the orbit-pooling baselines
-    (this encoder and ``random_model``'s, pooled over the group's finite subgroup in image
-    space; ``orbit=False`` leaves them out); two protocols (see docs/PROTOCOL.md)."""
-    if splits.train.labels is None or splits.test.labels is None:
-        return {}
-    mask = model.mask.hard()
-    tr_idx, te_idx = torch.arange(len(splits.train)), torch.arange(len(splits.test))
-    if max_items is not None:   # a seeded subset bounds the probes' memory on large latents
-        pick = torch.Generator().manual_seed(seed + 5)
-        if len(tr_idx) > max_items:
-            tr_idx = torch.randperm(len(tr_idx), generator=pick)[:max_items].sort().values
-        if len(te_idx) > max_items:
-            te_idx = torch.randperm(len(te_idx), generator=pick)[:max_items].sort().values
-    dev = splits.train.images.device
-    turned_train = source.views(splits.train, tr_idx.to(dev), torch.Generator().manual_seed(seed),
-                                device=dev)
-    upright_train = source.views(splits.train, tr_idx.to(dev), None, device=dev)
-    turned_test = source.views(splits.test, te_idx.to(dev),
-                               torch.Generator().manual_seed(seed + 1), device=dev)
-    pool_over = None
-    if orbit and isinstance(source, TransformPairs):  # rendered data has no T_h of one image
-        try:
-            pool_over = model.group.averaging_elements(dev)
-        except GroupactError:
-            pool_over = None
-    feats = []
-    for views in (turned_train, upright_train, turned_test):
-        z = encode_all(model, views)
-        f = split_features(z, mask)
-        f["zinv"] = torch.cat([model.invariant_features(z[i:i + EVAL_BATCH])
-                               for i in range(0, len(z), EVAL_BATCH)])
-        if pool_over is not None:
-            f["orbit"] = orbit_pooled(model, views, pool_over)
-            if random_model is not None:
-                f["orbit_random"] = orbit_pooled(random_model, views, pool_over)
-        feats.append(f)
-    f_tt, f_ut, f_te = feats
-    y_tr, y_te = splits.train.labels[tr_idx.to(dev)], splits.test.labels[te_idx.to(dev)]
-    # parts that are the same features (z_v = z when every channel is variant, z_i = z and the
-    # read-out = z_i when none is) share one probe: the probes are most of the evaluation's time
-    variant = int(mask.sum())
-    same_as = {"zv": "z"} if variant == mask.numel() else {}
-    if variant == 0:
-        same_as = {"zi": "z", "zinv": "z"}
-    out: dict[str, float | None] = {}
-    for part in ("z", "zi", "zv", "zinv", "orbit", "orbit_random"):
-        if part not in f_tt:
-            continue
-        if part in same_as:
-            out[f"probe_{part}"] = out[f"probe_{same_as[part]}"]
-            out[f"probe_{part}_upright"] = out[f"probe_{same_as[part]}_upright"]
-            continue
-        out[f"probe_{part}"] = probe_accuracy(f_tt[part], y_tr, f_te[part], y_te, steps, l2)
-        out[f"probe_{part}_upright"] = probe_accuracy(f_ut[part], y_tr, f_te[part], y_te, steps,
-                                                      l2)
-    if pool_over is not None:
-        out["orbit_pool_passes"] = int(pool_over.shape[0])   # encoder passes per image
-    out["probe_chance"] = float(torch.bincount(y_te.cpu()).max()) / len(y_te)
-    return out
-
-
 def mask_stats(model: GroupActionAutoencoder, run_dir: Path) -> dict[str, Any]:
     hard = model.mask.hard().cpu()
     history = read_jsonl(RunPaths(run_dir).metrics)
@@ -239,113 +138,6 @@ def mask_stats(model: GroupActionAutoencoder, run_dir: Path) -> dict[str, Any]:
             "mask_variant_channels": [int(i) for i in hard.nonzero().flatten().tolist()],
             "mask_fraction_first_epoch": fractions[0] if fractions else None,
             "mask_flips_during_training": flips}
-
-
-def short_labels(group, g: Tensor) -> list[str]:
-    """Figure titles: SO(3)'s 'ad,ah,aw,angle°' shortened to its angle."""
-    return [d.rsplit(",", 1)[-1] if d.count(",") >= 3 else d for d in group.describe(g)]
-
-
-@torch.no_grad()
-def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path) -> list[str]:
-    group, name = model.group, cfg.name
-    written = []
-    n = min(8 if pairs.x1.dim() == 4 else 4, pairs.x1.shape[0])  # volumes show 3 slices each
-    pred = model(pairs.x1[:n], pairs.g[:n])
-    p = fig_dir / "reconstructions.png"
-    figures.reconstruction_grid(pairs.x1[:n], pairs.x2[:n], pred,
-                                short_labels(group, pairs.g[:n]), p,
-                                f"{name}: x1, T_g x1, D(Φ_g(E x1)) on test pairs")
-    written.append(p.name)
-
-    x0 = pairs.x1[:1]
-    try:
-        elems = group.orbit_elements(8, device=x0.device)
-    except NotImplementedError:
-        elems = group.sample(8, torch.Generator().manual_seed(0)).to(x0.device)
-    xs = x0.expand(elems.shape[0], *x0.shape[1:])
-    orbit = None
-    if hasattr(source, "orbit"):   # rendered data: the plane's other rendered views are T_g x
-        item = int(torch.randint(len(splits.test), (1,),
-                                 generator=torch.Generator().manual_seed(cfg.eval.seed)))
-        x0s, truth, g_orbit = source.orbit(splits.test, item, 7, device=x0.device)
-        # first column: the view x itself (g = identity), then its plane's other poses
-        truth = torch.cat([x0s[:1], truth])
-        x0s = torch.cat([x0s[:1], x0s])
-        g_orbit = torch.cat([group.identity(1, device=x0.device), g_orbit])
-        p = fig_dir / "orbit.png"
-        figures.orbit_strip(truth, model(x0s, g_orbit), short_labels(group, g_orbit), p,
-                            f"{name}: one test view x (first column) and its plane's other "
-                            "rendered poses T_g x, vs D(Φ_g E x)")
-        written.append(p.name)
-    elif isinstance(source, TransformPairs):  # rendered poses have no T_g of one image
-        orbit = [("T_g x", group.act_image(xs, elems)), ("D(Φ_g E x)", model(xs, elems))]
-        p = fig_dir / "orbit.png"
-        figures.orbit_strip(orbit[0][1], orbit[1][1], short_labels(group, elems), p,
-                            f"{name}: one test image through the group, true vs through latent")
-        written.append(p.name)
-
-    if pairs.x1.dim() == 5:   # volumes: whole-volume views beside the slices
-        binary = looks_binary(splits.test.images)
-        how = "isosurfaces at 0.5" if binary else "max projections along d | h | w"
-        p = fig_dir / "reconstructions_3d.png"
-        figures.whole_volume_grid([("input", pairs.x1[:n]), ("target", pairs.x2[:n]),
-                                   ("prediction", pred)], group.describe(pairs.g[:n]), p,
-                                  f"{name}: x1, T_g x1, D(Φ_g(E x1)) ({how}; g as axis d,h,w "
-                                  "and angle)", binary)
-        written.append(p.name)
-        if orbit is not None:
-            p = fig_dir / "orbit_3d.png"
-            figures.whole_volume_grid(orbit, group.describe(elems), p,
-                                      f"{name}: one test volume through the group ({how})",
-                                      binary)
-            written.append(p.name)
-
-    z = model.encode(pairs.x1[:n])
-    zv, zi = model.split(z)
-    p = fig_dir / "latent_maps.png"
-    empty = figures.empty_part_note(model.mask.hard())
-    figures.latent_maps(pairs.x1[:n], z, model.mask.hard(), p,
-                        f"{name}: |z|, |z_v| (moved), |z_i| (kept), "
-                        f"{int(model.mask.hard().sum())}/{model.mask.channels} channels variant"
-                        + (f"\n{empty}" if empty else ""),
-                        model.decode(zv), model.decode(zi))
-    written.append(p.name)
-
-    k = min(5, pairs.x1.shape[0] // 2)
-    truth = None
-    if hasattr(source, "swap_indices"):
-        # rendered data: rows and columns on skies of their own, so the truth can be drawn
-        ia, ib, sa, sb = source.swap_indices(splits.test, k, torch.Generator().manual_seed(
-            cfg.eval.seed + 4))
-        xa = source.on_sky(splits.test, ia, sa, device=pairs.x1.device)
-        xb = source.on_sky(splits.test, ib, sb, device=pairs.x1.device)
-        truth = source.on_sky(splits.test, ia.repeat_interleave(k), sb.repeat(k),
-                              device=pairs.x1.device).view(k, k, *xa.shape[1:])
-    else:
-        xa, xb = pairs.x1[:k], pairs.x1[k:2 * k]
-    za, zb = model.encode(xa), model.encode(xb)
-    m = model.mask_like(za)
-    mixed = model.mix(m, za[:, None], zb[None, :])          # (k, k, C, *fibre)
-    swapped = model.decode(mixed.flatten(0, 1)).view(k, k, *xa.shape[1:])
-    p = fig_dir / "swap.png"
-    figures.swap_grid(xa, xb, swapped, p, f"{name}: decode(z_v of row, z_i of column)", empty)
-    written.append(p.name)
-    if truth is not None:
-        p = fig_dir / "swap_truth.png"
-        figures.swap_grid(xa, xb, truth, p, f"{name}: truth: plane of row (its pose) on the sky "
-                          "of column")
-        written.append(p.name)
-
-    history = read_jsonl(RunPaths(run_dir).metrics)
-    p = fig_dir / "training_curves.png"
-    figures.training_curves(history, p, f"{name}: training")
-    written.append(p.name)
-    if cfg.model.mask.kind == "ald":
-        p = fig_dir / "mask.png"
-        figures.mask_over_epochs(history, cfg.model.mask.tau, p, f"{name}: the learned mask")
-        written.append(p.name)
-    return written
 
 
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,

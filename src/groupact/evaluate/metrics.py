@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: items per encoder/decoder pass in evaluation (bounds memory on large volumes)
+EVAL_BATCH = 256
+
+
+@torch.no_grad()
+def encode_all(model, x: Tensor) -> Tensor:
+    """``model.encode`` of many items, EVAL_BATCH at a time."""
+    return torch.cat([model.encode(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
 
 
 def mse_per_image(x: Tensor, y: Tensor) -> Tensor:

@@ -5,12 +5,12 @@ sky photographs; SO(3) acts on the plane only, the sky is invariant (and the sam
 Neither the meshes nor the photographs ship with any package this project may use, so:
 
 - :func:`generate_planes` is an honest **stand-in**: procedural airplanes of five families
-  (:data:`~groupact.data.mesh.FAMILIES`, the class labels) with random proportions and colours,
+  (:data:`~groupact.data.airplanes.FAMILIES`, the class labels) with random proportions and colours,
   drawn by the small torch rasteriser in :mod:`groupact.data.render`, on procedural skies
   (gradient, soft fractal clouds, sun glow). Its splits are named ``planes-synthetic`` with
   ``stand_in: True``.
-- :func:`load_planes_folder` is the **real-format path**: a folder of Wavefront .obj meshes (one
-  sub-folder per class, or none) and a folder of sky photographs (PNG/JPEG), rendered the same way.
+- :func:`load_planes_folder` is the **real-format path**: a folder of meshes (.obj, .off, .stl, .ply,
+  .glb; one sub-folder per class, or none) and a folder of sky photographs (PNG/JPEG), rendered the same way.
 
 Views are stored as straight-alpha RGBA, so the plane can be put on any sky: :class:`PosePairs`
 composites both views of a pair over one shared sky, batched. Pose convention (see

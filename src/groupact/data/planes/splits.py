@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from groupact.data.base import Splits, TensorSet
-from groupact.data.mesh import FAMILIES
+from groupact.data.airplanes import FAMILIES
 from groupact.data.planes.debian import DEBIAN_INSTALL, load_planes_debian
 from groupact.data.planes.pairs import PosePairs
 from groupact.data.planes.skies import read_skies

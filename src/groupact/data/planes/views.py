@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from groupact.data.cache import cached
-from groupact.data.mesh import FAMILIES, Mesh, make_airplane, normalize_mesh, read_obj
+from groupact.data.airplanes import FAMILIES, make_airplane
+from groupact.data.mesh import MESH_SUFFIXES, Mesh, normalize_mesh, read_mesh
 from groupact.data.planes.skies import IMAGE_EXTS, make_skies, read_skies
 from groupact.data.render import random_rotations, render
 from groupact.errors import DataError
@@ -68,11 +69,12 @@ def generate_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed
 
 def _mesh_files(mesh_dir: Path) -> tuple[list[Path], list[int], list[str]]:
     if not mesh_dir.is_dir():
-        raise DataError(f"mesh folder {mesh_dir} does not exist; give a folder of .obj files "
-                        "(optionally one sub-folder per class)")
-    files = sorted(p for p in mesh_dir.rglob("*") if p.suffix.lower() == ".obj" and p.is_file())
+        raise DataError(f"mesh folder {mesh_dir} does not exist; give a folder of mesh files "
+                        f"({', '.join(MESH_SUFFIXES)}; optionally one sub-folder per class)")
+    files = sorted(p for p in mesh_dir.rglob("*")
+                   if p.suffix.lower() in MESH_SUFFIXES and p.is_file())
     if not files:
-        raise DataError(f"no .obj meshes in {mesh_dir}")
+        raise DataError(f"no meshes ({', '.join(MESH_SUFFIXES)}) in {mesh_dir}")
     groups = [p.relative_to(mesh_dir).parts[0] if len(p.relative_to(mesh_dir).parts) > 1 else ""
               for p in files]
     names = sorted(set(groups))
@@ -85,10 +87,11 @@ def load_planes_folder(mesh_dir: str | Path, sky_dir: str | Path | None = None,
                        cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Your meshes and skies, rendered like the stand-in.
 
-    ``mesh_dir``: Wavefront .obj files; a file's first sub-folder under ``mesh_dir`` names its
-    class (files directly in ``mesh_dir`` are one class, label 0 when there are no sub-folders).
-    Each mesh is normalised to the unit ball and given one body colour (seeded; .mtl materials
-    are ignored). ``sky_dir``: PNG/JPEG photographs, centre-cropped and resized to ``size``
+    ``mesh_dir``: mesh files (.obj, .off, .stl, .ply, .glb/.gltf, read by trimesh); a file's first
+    sub-folder under ``mesh_dir`` names its class (files directly in ``mesh_dir`` are one class,
+    label 0 when there are no sub-folders). Each mesh is normalised to the unit ball and keeps the
+    face or vertex colours its file has; one without gets one body colour (seeded; textures and
+    .mtl materials are not read). ``sky_dir``: PNG/JPEG photographs, centre-cropped and resized to ``size``
     (None: procedural skies). Returns the arrays of :func:`generate_planes` plus ``class_names``.
     """
     mesh_dir = Path(mesh_dir)
@@ -101,17 +104,19 @@ def load_planes_folder(mesh_dir: str | Path, sky_dir: str | Path | None = None,
     stamp += [[s, Path(s).stat().st_size, Path(s).stat().st_mtime_ns] for s in sky_files]
     settings = {"files": stamp, "n_poses": int(n_poses), "size": int(size), "seed": int(seed),
                 "n_skies": int(n_skies) if sky_dir is None else None,
-                "supersample": int(supersample), "scale": VIEW_SCALE, "version": 1}
+                "supersample": int(supersample), "scale": VIEW_SCALE, "version": 2}
 
     def make() -> dict[str, np.ndarray]:
         P = len(files)
         rgba = np.empty((P, n_poses, 4, size, size), np.uint8)
         poses = np.empty((P, n_poses, 3, 3), np.float32)
         for p, path in enumerate(files):
-            verts, faces = read_obj(path)
+            verts, faces, colors = read_mesh(path)
             gen = plane_generator(seed, p)
-            base = 0.55 + 0.4 * torch.rand(3, generator=gen)
-            mesh = Mesh(normalize_mesh(verts), faces, base.expand(faces.shape[0], 3))
+            base = 0.55 + 0.4 * torch.rand(3, generator=gen)   # drawn always: same poses either way
+            if colors is None:
+                colors = base.expand(faces.shape[0], 3)
+            mesh = Mesh(normalize_mesh(verts), faces, colors)
             rot = random_rotations(n_poses, gen)
             poses[p] = rot.numpy()
             rgba[p] = _render_views(mesh, rot, size, supersample)
