@@ -114,6 +114,41 @@ def test_axis_angle_helpers_agree():
     assert matrix_to_axis_angle(torch.eye(3)[None])[1].item() == 0.0
 
 
+def test_rotation_maths_agrees_with_scipy():
+    """scipy's Rotation is the reference for every conversion of the one torch home
+    (groups/rotations3d.py), in float64: quaternions (scipy's are scalar-last), rotation vectors
+    both ways, angles, Rodrigues' form and the Haar sampler's matrices."""
+    from scipy.spatial.transform import Rotation
+
+    from groupact.groups.rotations3d import haar_rotations, quaternion_to_matrix, rodrigues
+    q = torch.randn(300, 4, generator=gen(7), dtype=torch.float64)
+    q = torch.cat([q, torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]],
+                                   dtype=torch.float64)])          # a half turn, the identity
+    ref = Rotation.from_quat(q[:, [1, 2, 3, 0]].numpy())          # (x, y, z, w) for scipy
+    assert torch.allclose(quaternion_to_matrix(q), torch.from_numpy(ref.as_matrix()), atol=1e-12)
+    rotvec = torch.from_numpy(ref.as_rotvec())
+    angle = rotvec.norm(dim=-1)
+    axis = torch.where(angle[:, None] > 0, rotvec / angle.clamp_min(1e-300)[:, None],
+                       torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(axis_angle_to_matrix(axis, angle), torch.from_numpy(ref.as_matrix()),
+                          atol=1e-12)
+    assert torch.allclose(rodrigues(axis, angle), torch.from_numpy(ref.as_matrix()), atol=1e-12)
+    got_axis, got_angle = matrix_to_axis_angle(torch.from_numpy(ref.as_matrix()))
+    assert torch.allclose(got_angle, angle, atol=1e-7)
+    # the axis is defined up to sign at a half turn; elsewhere it is scipy's
+    keep = (angle > 1e-6) & (angle < math.pi - 1e-6)
+    assert torch.allclose(got_axis[keep], axis[keep], atol=1e-7)
+    assert torch.allclose(rotation_angle(torch.from_numpy(ref.as_matrix())), angle, atol=1e-7)
+    r = haar_rotations(500, gen(3))
+    scipy_r = Rotation.from_matrix(r.double().numpy())              # refuses non-rotations
+    assert torch.allclose(torch.from_numpy(scipy_r.as_matrix()).float(), r, atol=1e-6)
+    # composition order: matrix products compose like scipy's (a * b applies b first)
+    a, b = Rotation.random(20, random_state=1), Rotation.random(20, random_state=2)
+    ma, mb = (torch.from_numpy(x.as_matrix()) for x in (a, b))
+    assert torch.allclose(SO3().compose(ma, mb), torch.from_numpy((a * b).as_matrix()),
+                          atol=1e-12)
+
+
 def test_so3_orbit_elements_turn_about_one_axis():
     so3 = SO3()
     g = so3.orbit_elements(8)

@@ -9,10 +9,17 @@ import torch
 from groupact.data.airplanes import FAMILIES, make_airplane
 from groupact.data.mesh import MESH_SUFFIXES, normalize_mesh, read_mesh, write_mesh
 from groupact.data.planes import PosePairs, generate_planes, load_planes, make_skies
-from groupact.data.render import (axis_angle, composite, random_rotations, rasterize, render)
+from groupact.data.render import composite, rasterize, render
+from groupact.groups.rotations3d import axis_angle_to_matrix, haar_rotations
 from groupact.errors import DataError
 
 SMALL = dict(n_planes=10, n_poses=6, size=32, n_skies=6, supersample=2)
+
+
+def axis_angle(axis, angle: float) -> torch.Tensor:
+    """One rotation (3, 3) about ``axis`` by ``angle`` radians (right-hand rule)."""
+    return axis_angle_to_matrix(torch.tensor([axis], dtype=torch.float32),
+                                torch.tensor([angle], dtype=torch.float32))[0]
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +166,7 @@ def test_nearer_triangle_wins():
 
 def test_render_shapes_alpha_and_pose_convention():
     m = make_airplane(0, torch.Generator().manual_seed(0))
-    R = random_rotations(3, torch.Generator().manual_seed(1))
+    R = haar_rotations(3, torch.Generator().manual_seed(1))
     img = render(m.vertices, m.faces, m.colors, R, size=32, supersample=2)
     assert img.shape == (3, 4, 32, 32) and img.dtype == torch.float32
     assert 0 <= float(img.min()) and float(img.max()) <= 1
@@ -178,7 +185,7 @@ def _silhouette(m, R, size=33):
 
 def test_turns_about_the_view_axis_turn_the_image():
     m = make_airplane(3, torch.Generator().manual_seed(5))
-    R = random_rotations(2, torch.Generator().manual_seed(2))
+    R = haar_rotations(2, torch.Generator().manual_seed(2))
     base = _silhouette(m, R)
     half = _silhouette(m, axis_angle([0, 0, 1], math.pi) @ R)
     quarter = _silhouette(m, axis_angle([0, 0, 1], math.pi / 2) @ R)

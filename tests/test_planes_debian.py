@@ -12,7 +12,8 @@ from PIL import Image
 from groupact.data.ac3d import find_texture, load_texture_atlas, read_ac
 from groupact.data.planes import (PosePairs, debian_model_files, load_planes,
                                   load_planes_debian, read_sky_crops)
-from groupact.data.render import axis_angle, composite, render
+from groupact.data.render import composite, render
+from groupact.groups.rotations3d import axis_angle_to_matrix, haar_rotations
 from groupact.errors import DataError
 
 # a two-level model: a textured quad in 'body' (loc shifts it) with a kid 'fin' (a triangle,
@@ -81,6 +82,12 @@ refs 3
 2 0 0
 kids 0
 """
+
+
+def axis_angle(axis, angle: float) -> torch.Tensor:
+    """One rotation (3, 3) about ``axis`` by ``angle`` radians (right-hand rule)."""
+    return axis_angle_to_matrix(torch.tensor([axis], dtype=torch.float32),
+                                torch.tensor([angle], dtype=torch.float32))[0]
 
 
 @pytest.fixture(autouse=True)
@@ -291,8 +298,7 @@ def test_swap_psnr_by_hand():
 
 def test_orbit_gives_the_other_views_of_one_plane():
     from groupact.data.base import TensorSet
-    from groupact.data.render import random_rotations
-    poses = random_rotations(6, torch.Generator().manual_seed(1))
+    poses = haar_rotations(6, torch.Generator().manual_seed(1))
     split = TensorSet(torch.rand(6, 4, 8, 8), None, {
         "pose": poses, "object": torch.tensor([0, 0, 0, 1, 1, 1]),
         "view": torch.arange(6) % 3, "skies": torch.rand(2, 3, 8, 8)})

@@ -25,6 +25,7 @@ from torch import Tensor
 from groupact.data.base import Splits, TensorSet, to_unit_float
 from groupact.data.cache import cached, generator_settings
 from groupact.errors import DataError
+from groupact.groups.rotations3d import rodrigues
 from groupact.io import atomic_write_npz, file_digest
 
 ADRENAL_FILE = "adrenalmnist3d.npz"
@@ -145,15 +146,10 @@ def _uniform(g: torch.Generator, n: int, lo_hi, *shape: int) -> Tensor:
 
 
 def _random_rotations(g: torch.Generator, n: int, max_angle: float) -> Tensor:
-    """(n, 3, 3) rotations about uniform random axes by U(0, max_angle) radians (Rodrigues)."""
+    """(n, 3, 3) rotations about uniform random axes by U(0, max_angle) radians."""
     axis = torch.randn(n, 3, generator=g)
-    axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-8)
     angle = max_angle * torch.rand(n, generator=g)
-    k = torch.zeros(n, 3, 3)
-    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
-    k = k - k.transpose(1, 2)
-    s, c = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
-    return torch.eye(3) + s * k + (1 - c) * (k @ k)
+    return rodrigues(axis, angle)
 
 
 def _draw_shapes(labels: Tensor, seed: int, s: dict[str, Any]) -> dict[str, Tensor]:

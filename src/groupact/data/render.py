@@ -18,11 +18,15 @@ wins through a ``scatter_reduce(amin)`` on 64-bit keys (quantised depth in the h
 triangle id in the low bits), which is exact and deterministic. The work is proportional to the
 covered area, not to bounding boxes (thin slivers cost nothing extra). Python loops run only over
 memory chunks, never over pixels or faces.
+
+Why hand-written: the library renderers that read the same meshes (pyrender, PyTorch3D, nvdiffrast,
+Open3D's) need an OpenGL context, a GPU build or a compiled extension that this project's CPU,
+offline machines and CI do not have; this one is plain torch, renders thousands of posed views in
+one batched call, is exactly deterministic (so cached datasets are reproducible) and runs on any
+device. Mesh files are read by trimesh (:mod:`groupact.data.mesh`).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -245,34 +249,3 @@ def composite(rgba: Tensor, background: Tensor) -> Tensor:
     """Alpha-blend straight-colour RGBA (B, 4, H, W) over backgrounds (B or 1, 3, H, W)."""
     a = rgba[:, 3:4]
     return rgba[:, :3] * a + background * (1 - a)
-
-
-def random_rotations(n: int, generator: torch.Generator | None = None,
-                     device: torch.device | str | None = None) -> Tensor:
-    """n rotation matrices (n, 3, 3) from the uniform (Haar) distribution on SO(3).
-
-    A standard normal 4-vector normalised to a unit quaternion is uniform on S³, and the
-    quaternion → matrix map pushes that forward to the Haar measure.
-    """
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    q = q / q.norm(dim=1, keepdim=True)
-    return quaternion_to_matrix(q).to(torch.float32).to(device or "cpu")
-
-
-def quaternion_to_matrix(q: Tensor) -> Tensor:
-    """Unit quaternions (…, 4) as (w, x, y, z) → rotation matrices (…, 3, 3)."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(q.shape[:-1] + (3, 3))
-
-
-def axis_angle(axis, angle: float) -> Tensor:
-    """One rotation matrix (3, 3) about ``axis`` by ``angle`` radians (right-hand rule)."""
-    ax = torch.as_tensor(axis, dtype=torch.float64)
-    ax = ax / ax.norm()
-    q = torch.cat([torch.tensor([math.cos(angle / 2)], dtype=torch.float64),
-                   ax * math.sin(angle / 2)])
-    return quaternion_to_matrix(q).to(torch.float32)

@@ -12,6 +12,12 @@ Coordinate convention (one for the whole library, checked by the tests):
 
 ``F.affine_grid`` works in (x, y, z) = (w, h, d) order and maps *output* to *input* coordinates,
 so :func:`rotate_volumes` passes it the reversed-order inverse, rescaled to normalised units.
+
+This module is the library's one home for 3D rotation maths (the groups, the renderer's poses and
+the adrenal generator all use it). It is written in torch rather than taken from scipy's
+``Rotation``: the group operations run inside training on batched tensors on any device, with
+gradients, where scipy is numpy on the CPU. scipy's ``Rotation`` is the tests' reference for every
+conversion here (tests/test_groups_3d.py).
 """
 
 from __future__ import annotations
@@ -43,11 +49,37 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
     return torch.stack([torch.stack(r, -1) for r in rows], -2)
 
 
+def haar_rotations(n: int, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> Tensor:
+    """n rotation matrices (n, 3, 3) float32 from the uniform (Haar) distribution on SO(3), drawn
+    in float64 (a normal 4-vector, normalised, is uniform on S³; the double cover S³ → SO(3)
+    carries that to the Haar measure). The data generators' poses; :meth:`SO3.sample` is the
+    group's own (float32, on the device)."""
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    return quaternion_to_matrix(q).to(torch.float32).to(device or "cpu")
+
+
 def axis_angle_to_matrix(axis: Tensor, angle: Tensor) -> Tensor:
     """(B, 3) axes in (d, h, w) (any nonzero length) and (B,) radians → (B, 3, 3), right-handed."""
     axis = axis / axis.norm(dim=-1, keepdim=True)
     half = (angle / 2).unsqueeze(-1)
     return quaternion_to_matrix(torch.cat([torch.cos(half), torch.sin(half) * axis], -1))
+
+
+def rodrigues(axis: Tensor, angle: Tensor) -> Tensor:
+    """(B, 3) axes and (B,) radians → (B, 3, 3) by Rodrigues' formula I + sin θ K + (1 − cos θ) K².
+
+    The same rotations as :func:`axis_angle_to_matrix`, rounded differently (≈1e-7 in float32):
+    the adrenal generator has always used this form, and keeping it keeps its shapes, and so the
+    data fingerprints of runs trained on them, bitwise the same.
+    """
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    k = torch.zeros(*axis.shape[:-1], 3, 3, dtype=axis.dtype, device=axis.device)
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
+    k = k - k.transpose(-1, -2)
+    s, c = torch.sin(angle)[..., None, None], torch.cos(angle)[..., None, None]
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
+    return eye + s * k + (1 - c) * (k @ k)
 
 
 def _vee(r: Tensor) -> Tensor:

@@ -18,8 +18,9 @@ from groupact.data.cache import cached
 from groupact.data.mesh import normalize_mesh
 from groupact.data.planes.skies import read_sky_crops
 from groupact.data.planes.views import VIEW_SCALE, plane_generator
-from groupact.data.render import random_rotations, render
+from groupact.data.render import render
 from groupact.errors import DataError
+from groupact.groups.rotations3d import haar_rotations
 
 
 FLIGHTGEAR_AI_DIR = Path("/usr/share/games/flightgear/AI/Aircraft")
@@ -124,7 +125,7 @@ def load_planes_debian(n_poses: int = 100, size: int = 64, seed: int = 0,
         keep = np.ones(P, bool)
         t0 = time.time()
         for p, path in enumerate(files):
-            rot = random_rotations(n_poses, plane_generator(seed, p))
+            rot = haar_rotations(n_poses, plane_generator(seed, p))
             poses[p] = rot.numpy()
             try:
                 rgba[p] = _render_ac(path, rot, size, supersample)

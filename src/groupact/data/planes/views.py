@@ -14,8 +14,9 @@ from groupact.data.cache import cached
 from groupact.data.airplanes import FAMILIES, make_airplane
 from groupact.data.mesh import MESH_SUFFIXES, Mesh, normalize_mesh, read_mesh
 from groupact.data.planes.skies import IMAGE_EXTS, make_skies, read_skies
-from groupact.data.render import random_rotations, render
+from groupact.data.render import render
 from groupact.errors import DataError
+from groupact.groups.rotations3d import haar_rotations
 
 
 #: fraction of the image the unit ball spans (a small margin so no pose touches the border)
@@ -58,7 +59,7 @@ def generate_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed
         for p in range(n_planes):
             gen = plane_generator(seed, p)
             mesh = make_airplane(int(labels[p]), gen)
-            rot = random_rotations(n_poses, gen)
+            rot = haar_rotations(n_poses, gen)
             poses[p] = rot.numpy()
             rgba[p] = _render_views(mesh, rot, size, supersample)
         return {"rgba": rgba, "poses": poses, "labels": labels,
@@ -117,7 +118,7 @@ def load_planes_folder(mesh_dir: str | Path, sky_dir: str | Path | None = None,
             if colors is None:
                 colors = base.expand(faces.shape[0], 3)
             mesh = Mesh(normalize_mesh(verts), faces, colors)
-            rot = random_rotations(n_poses, gen)
+            rot = haar_rotations(n_poses, gen)
             poses[p] = rot.numpy()
             rgba[p] = _render_views(mesh, rot, size, supersample)
         skies = (read_skies(sky_dir, size) if sky_dir is not None
