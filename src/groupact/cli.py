@@ -1,4 +1,5 @@
-"""The `groupact` command: train, evaluate, transform, report, reproduce, info.
+"""The `groupact` command: train, evaluate, transform, features, export, demo, report, reproduce,
+info.
 
 User mistakes (GroupactError) print one line on stderr and exit with status 2; anything else is a
 bug and keeps its traceback.
@@ -15,6 +16,7 @@ from pathlib import Path
 import groupact
 from groupact.config import config_yaml, load_config, read_recipe, recipe_names
 from groupact.data import DATASETS
+from groupact.demo import DemoApp, make_server, url_of
 from groupact.distributed import init_from_env, launched_by_torchrun
 from groupact.errors import GroupactError
 from groupact.evaluate.evaluate import evaluate_run
@@ -157,6 +159,22 @@ def _parser() -> argparse.ArgumentParser:
     xp.add_argument("run_dir")
     xp.add_argument("out_dir")
 
+    dm = sub.add_parser("demo", help="an interactive local page: turn images through a run",
+                        description="Serve a page (on this machine, offline) where you pick, "
+                                    "upload or draw an image, move g with sliders and see "
+                                    "D(Φ_g E x) beside T_g x, play the orbit, swap z_v/z_i "
+                                    "with a second image and see the latent and the mask. "
+                                    "Volumes show three slices and a whole-volume view. "
+                                    "Ctrl-C stops it.")
+    dm.add_argument("run_dir")
+    dm.add_argument("--examples", metavar="FILE",
+                    help="example images: an image file or an (N, …) .npy (default: the first "
+                         "16 of the run's test split, loaded as training loads it)")
+    dm.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only)")
+    dm.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    dm.add_argument("--open", action="store_true", help="open the page in a web browser")
+
     i = sub.add_parser("info", help="list recipes, datasets, groups, networks and actions; "
                                     "with a recipe, its description and resolved config",
                        description="Without RECIPE: what can be trained and with what. With "
@@ -235,6 +253,25 @@ def cmd_transform(args) -> int:
 def cmd_features(args) -> int:
     feats = features_file(args.run_dir, args.input, args.output, args.readout)
     print(f"wrote {args.output}: {feats.shape[0]} × {feats.shape[1]} features")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    if not 0 <= args.port <= 65535:
+        raise GroupactError(f"--port takes 0 to 65535; got {args.port}")
+    app = DemoApp.from_run_dir(args.run_dir, args.examples)
+    server = make_server(app, args.host, args.port)
+    url = url_of(server)
+    print(f"groupact demo: {args.run_dir} at {url} (Ctrl-C stops it)", flush=True)
+    if args.open:
+        import webbrowser
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("groupact demo: stopped", file=sys.stderr)
+    finally:
+        server.server_close()
     return 0
 
 
@@ -320,8 +357,7 @@ def cmd_reproduce(args) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transform": cmd_transform,
             "report": cmd_report, "reproduce": cmd_reproduce, "features": cmd_features,
-            "export": cmd_export,
-            "info": cmd_info}
+            "export": cmd_export, "demo": cmd_demo, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,6 +115,17 @@ class TransformPairs(PairSource):
         labels = split.labels[idx].to(device) if split.labels is not None else None
         return PairBatch(x1, x2, g, labels)
 
+    def moved_views(self, split, idx, g, device="cpu"):
+        """What the data pairs the canonical views ``views(split, idx)`` with under ``g`` (one
+        element per item): T_g of each image, then the same block as its view (the block is
+        what the group leaves alone)."""
+        x = self.group.act_image(split.images[idx].to(device), g.to(device))
+        if self.occluder is not None:
+            gen = torch.Generator().manual_seed(0)       # views' generator: the same blocks
+            x = Occluder.paint(x, self.occluder.sample(x.shape[0], x.shape[-2], x.shape[-1],
+                                                       gen, device))
+        return x
+
     def views(self, split, idx, generator=None, device="cpu"):
         x = split.images[idx].to(device)
         if generator is not None:
