@@ -24,9 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from groupact.config import Config, check_ranges, load_config, load_yaml, parse_override, \
-    read_text_file, shown, unknown_key
+from groupact.config import Config, check_ranges, load_config, read_text_file
 from groupact.errors import ConfigError, did_you_mean
+from groupact.strict import load_yaml, parse_override, shown, unknown_key
 
 #: bounds on a plan's size: a typo like ``seeds: 100000000`` is an error, not a hang
 MAX_SEEDS = 1000
