@@ -212,5 +212,8 @@ def test_report_names_each_run_by_its_folder_and_recipe(run_dir, tmp_path, capsy
     assert [r[0] for r in rows] == [f"{run_dir.as_posix()} (rotmnist-c4)",
                                     f"{other.as_posix()} (rotmnist-c4)"]
     m = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    for key, title in (("psnr", "PSNR"), ("psnr_mean_target", "PSNR mean target")):
+    for key, title in (("psnr", "PSNR (dB)"), ("psnr_mean_target", "PSNR mean target")):
         assert rows[0][head.index(title)] == f"{m[key]:.2f}"
+    # one name per metric: the same headers as the reproduction's tables
+    from groupact.evaluate.labels import title as label
+    assert "inv. error" in head and label("probe_zi_upright") in head

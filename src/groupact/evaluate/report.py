@@ -8,21 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from groupact.errors import CheckpointError
+from groupact.evaluate.labels import number_format, title
 from groupact.runs import RunPaths
 
-COLUMNS: list[tuple[str, str, int]] = [
-    ("psnr", "PSNR", 2), ("psnr_identity", "PSNR do-nothing", 2),
-    ("psnr_mean_target", "PSNR mean target", 2),
-    ("psnr_wrong_g", "PSNR told a wrong g", 2), ("ssim", "SSIM", 3),
-    ("ssim_identity", "SSIM do-nothing", 3), ("equiv_error", "equiv. err", 4),
-    ("inv_error", "inv. err", 4), ("homomorphism_error", "hom. err", 5),
-    ("mask_fraction", "mask variant", 2), ("probe_zi", "probe z_i", 3),
-    ("probe_zv", "probe z_v", 3), ("probe_z", "probe z", 3),
-    ("probe_zi_upright", "probe z_i (upright→turned)", 3),
-    ("probe_z_upright", "probe z (upright→turned)", 3),
-    ("probe_zinv", "probe inv. read-out", 3),
-    ("probe_zinv_upright", "probe inv. read-out (upright→turned)", 3),
-]
+#: the columns of `groupact report`, by metrics.json key (headers and formats: evaluate.labels)
+COLUMNS = ["psnr", "psnr_identity", "psnr_mean_target", "psnr_wrong_g", "ssim", "ssim_identity",
+           "equiv_error", "inv_error", "homomorphism_error", "mask_fraction", "probe_zi",
+           "probe_zv", "probe_z", "probe_zi_upright", "probe_z_upright", "probe_zinv",
+           "probe_zinv_upright"]
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -41,17 +34,17 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     return m
 
 
-def _cell(v: Any, digits: int) -> str:
+def _cell(v: Any, key: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else str(v)
+    return format(v, number_format(key)) if isinstance(v, (int, float)) else str(v)
 
 
 def metrics_table(run_dirs: list[str | Path]) -> str:
     """A Markdown table, one row per run: the run folder and its recipe (two runs of one recipe
     with other settings are told apart by their folders), data (stand-in or real), epochs,
     metrics."""
-    head = ["run", "data", "group", "epochs (best)"] + [c[1] for c in COLUMNS]
+    head = ["run", "data", "group", "epochs (best)"] + [title(k) for k in COLUMNS]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in run_dirs:
         m = read_metrics(d)
@@ -60,6 +53,6 @@ def metrics_table(run_dirs: list[str | Path]) -> str:
         recipe = m.get("recipe")
         cells = [f"{Path(d).as_posix()}" + (f" ({recipe})" if recipe else ""), data,
                  m.get("group", ""), epochs]
-        cells += [_cell(m.get(k), digits) for k, _, digits in COLUMNS]
+        cells += [_cell(m.get(k), k) for k in COLUMNS]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"

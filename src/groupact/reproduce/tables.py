@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from groupact.evaluate.labels import number_format, title
 from groupact.io import read_json_object
 from groupact.reproduce.ledger import read_run_meta
 from groupact.reproduce.plan import Plan
@@ -27,26 +28,6 @@ from groupact.reproduce.plan import Plan
 PAGE_FIGURES = ("reconstructions.png", "latent_maps.png", "swap.png")
 
 KNOWN_PROBES = ("zi", "zv", "z")
-
-#: how a metric is printed (format spec); others use 3 decimals
-FORMATS = {"psnr": ".2f", "ssim": ".3f", "inv_error": ".3g", "equiv_error": ".3g",
-           "homomorphism_error": ".3g", "mask_fraction": ".2f",
-           "mask_fraction_first_epoch": ".2f", "mask_flips_during_training": ".1f",
-           "mask_channels": ".0f"}
-
-#: headers of the columns known by name
-TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "dice": "Dice", "inv_error": "inv. error",
-          "equiv_error": "equiv. error", "homomorphism_error": "hom. error",
-          "mask_fraction": "variant fraction", "mask_fraction_first_epoch": "after epoch 1",
-          "mask_flips_during_training": "flips", "mask_channels": "channels",
-          "probe_chance": "chance", "psnr_autoencode": "autoencode PSNR",
-          "psnr_wrong_g": "PSNR, wrong g", "psnr_from_mean_mse": "PSNR of mean MSE",
-          "probe_zinv": "z_inv (T→T)", "probe_zinv_upright": "z_inv (U→T)",
-          "probe_orbit": "orbit-pooled E (T→T)", "probe_orbit_upright": "orbit-pooled E (U→T)",
-          "probe_orbit_random": "orbit-pooled random E (T→T)",
-          "probe_orbit_random_upright": "orbit-pooled random E (U→T)",
-          "orbit_pool_passes": "passes (orbit-pooled)"}
-
 
 @dataclass
 class RunRecord:
@@ -153,7 +134,7 @@ def cell(runs: list[RunRecord], key: str, fmt: str | None = None) -> str:
     n, mean, std = stats(runs, key)
     if mean is None:
         return "–"
-    spec = fmt or FORMATS.get(key) or (".2f" if key.startswith("psnr") else ".3f")
+    spec = fmt or number_format(key)
     text = format(mean, spec)
     if std is not None:
         text += f" ± {format(std, spec)}"
@@ -168,22 +149,6 @@ def extra_keys(records: list[RunRecord], prefix: str, known: set[str]) -> list[s
     keys = {k for r in records for k, v in r.metrics.items()
             if k.startswith(prefix) and k not in known and (as_number(v) is not None or v is None)}
     return sorted(keys, key=lambda k: (k.removesuffix("_upright"), k.endswith("_upright")))
-
-
-def _part(name: str) -> str:
-    """``zi`` → ``z_i``, ``zinv`` → ``z_inv``: the latent parts as the docs write them."""
-    return f"z_{name[1:]}" if name.startswith("z") and len(name) > 1 and "_" not in name else name
-
-
-def title(key: str) -> str:
-    if key in TITLES:
-        return TITLES[key]
-    if key.startswith("probe_"):
-        base = key[len("probe_"):]
-        if base.endswith("_upright"):
-            return f"{_part(base.removesuffix('_upright'))} (U→T)"
-        return f"{_part(base)} (T→T)"
-    return key
 
 
 # --- the tables -----------------------------------------------------------------------------------
