@@ -41,11 +41,12 @@ def test_action_laws(gname, kind):
 def test_coverage_every_group_has_actions_and_the_expected_ones():
     covered = {g: set(laws.accepted_actions(grp)) for g, grp in INSTANCES.items()}
     assert all(covered.values()), covered
-    assert covered["so3"] == {"spatial", "matrix"} and covered["cube"] == {"spatial", "matrix"}
-    assert covered["so2"] == {"spatial", "matrix", "steerable"}
+    assert covered["so3"] == {"spatial", "matrix", "learned"}
+    assert covered["cube"] == {"spatial", "matrix", "learned"}
+    assert covered["so2"] == {"spatial", "matrix", "steerable", "learned"}
     # contrast's ρ = [[a, b], [0, 1]] is no rotation: the matrix action's Gram read-out would
     # not be invariant, so the group says so (matrix_kind) and the matrix action refuses it
-    assert covered["contrast"] == {"spatial", "affine"}
+    assert covered["contrast"] == {"spatial", "affine"}   # a learned ρ needs a rotation group
     assert "affine" not in covered["so2"]        # cos θ·z − sin θ is not an action
     with pytest.raises(ConfigError, match="needs a rotation group.*use action.kind=affine"):
         build_action("matrix", INSTANCES["contrast"]).check_fibre((2,))

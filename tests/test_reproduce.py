@@ -70,7 +70,7 @@ def test_budgets_and_runner_settings():
     assert plan.config("rotmnist", "ald", "quick", 0).eval.figures            # seed 0 only
     assert not plan.config("rotmnist", "ald", "quick", 1).eval.figures
     runs = expand_plan(plan, "quick", __import__("pathlib").Path("r"))
-    assert len(runs) == 3 * (5 * 4 + 2 * 8 + 3)    # 5 datasets × 4 methods, 8 ablations × 2, 3 × 1
+    assert len(runs) == 3 * (5 * 4 + 2 * 9 + 3)    # 5 datasets × 4 methods, 9 ablations × 2, 3 × 1
     assert runs[0].run_dir.as_posix() == "r/runs/rotmnist/ald/seed0"
 
 

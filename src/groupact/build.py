@@ -50,5 +50,5 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...],
         encoder, decoder = entry.build(spec)
     return GroupActionAutoencoder.for_input(encoder, decoder, group,
                                             mask_factory(cfg, cfg.train.seed),
-                                            build_action(mc.action.kind, group), input_shape,
+                                            build_action(mc.action.kind, group, mc.action), input_shape,
                                             pixel_range=entry.pixel_range)

@@ -32,6 +32,7 @@ Estimator = Literal["ste", "flip"]
 Readout = Literal["invariant", "z", "zi", "zv"]
 Schedule = Literal["constant", "onecycle"]
 Select = Literal["val_loss", "val_recon"]
+ActionInit = Literal["fixed", "random"]
 #: train.select: the validation number whose lowest value picks best.pt → how reports name it
 SELECT_KEYS = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
 
@@ -92,7 +93,10 @@ class MaskConfig:
 
 @dataclass
 class ActionConfig:
-    kind: str = "spatial"          # spatial | matrix | affine
+    kind: str = "spatial"          # spatial | matrix | affine | steerable | learned
+    init: ActionInit = "fixed"     # learned: start at the group's own ρ (fixed) or elsewhere
+    orthogonal: bool = True        # learned, finite groups: ρ(g) orthogonal (else free matrices)
+    lr_scale: float = 1.0          # the action's parameters (a learned ρ_θ) train at lr × this
 
 
 @dataclass
@@ -120,6 +124,7 @@ class LossConfig:
     inv: float = 1.0
     const: float = 1.0
     relative: bool = False         # latent terms divided by sg[target energy] (no collapse reward)
+    hom: float = 0.0               # learned actions: weight of ‖ρ(a)ρ(b) − ρ(ab)‖² + ‖ρ(e) − I‖²
 
 
 @dataclass
@@ -249,6 +254,9 @@ def check_ranges(cfg: Config) -> None:
          f"{m.mask.sample_epochs}"),
         (m.mask.lr_scale > 0.0, f"model.mask.lr_scale must be positive; got "
          f"{m.mask.lr_scale}"),
+        (m.action.lr_scale > 0.0, f"model.action.lr_scale must be positive; got "
+         f"{m.action.lr_scale}"),
+        (cfg.loss.hom >= 0.0, f"loss.hom must be 0 or more; got {cfg.loss.hom}"),
         (m.mask.freeze_epochs >= 0, f"model.mask.freeze_epochs must be 0 or more; got "
          f"{m.mask.freeze_epochs}"),
         (m.mask.variant is None or all(0 <= c < m.channels for c in m.mask.variant),

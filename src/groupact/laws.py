@@ -34,6 +34,7 @@ from groupact.errors import ConfigError
 from groupact.groups import (SO2, SO3, Contrast, CubeRotations, CyclicRotations, CyclicShifts,
                              Group)
 from groupact.latent.actions import ACTIONS, MatrixAction, SpatialAction
+from groupact.latent.learned import LearnedAction
 from groupact.latent.steerable import SteerableAction, to_fourier
 from groupact.nets.steerable import ToPolar
 
@@ -57,7 +58,7 @@ class LawError(AssertionError):
 
 def relative_error(a: Tensor, b: Tensor) -> float:
     """‖a − b‖ / ‖b‖ over the whole batch (0 when both are 0)."""
-    num, den = (a - b).double().norm(), b.double().norm()
+    num, den = (a - b).detach().double().norm(), b.detach().double().norm()
     return float(num / den) if float(den) > 0 else float(num)
 
 
@@ -237,7 +238,9 @@ def reference_probe(group: Group, action, generator: torch.Generator | None = No
         pool = F.avg_pool2d if dims == 2 else F.avg_pool3d
         return Probe(lambda y: pool(y, unit), x,
                      exact_tol if group.exact else INTERPOLATED_MAP_TOL["probe"])
-    if isinstance(action, MatrixAction):
+    if isinstance(action, MatrixAction) or (isinstance(action, LearnedAction)
+                                            and action.init == "fixed"):
+        # a learned ρ_θ before training starts as the group's own ρ: the same data-turn probe
         if isinstance(group, CyclicShifts):
             return Probe(shift_phases, x, 1e-4)
         if isinstance(group, ROTATION_GROUPS):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.data.pairs import PairBatch
+from groupact.errors import ConfigError
 from groupact.registry import Registry
 from groupact.model import GroupActionAutoencoder
 
@@ -33,6 +34,8 @@ class LossWeights:
     #: divide each latent term by the (stop-gradient) energy of its target, so shrinking the whole
     #: latent towards 0 no longer lowers L_inv and L_const (the paper's terms reward that collapse)
     relative: bool = False
+    #: weight of the homomorphism term ‖ρ(a)ρ(b) − ρ(ab)‖² + ‖ρ(e) − I‖² of a learned action
+    hom: float = 0.0
 
 
 def latent_term(pred: Tensor, target: Tensor, relative: bool) -> Tensor:
@@ -112,6 +115,28 @@ LOSSES.register("autoencoder", autoencoder_loss, "plain reconstruction of a tran
                 "representation baseline)")
 
 
+def homomorphism_term(model: GroupActionAutoencoder, batch: PairBatch) -> Tensor:
+    """The learned action's homomorphism penalty on the batch's elements paired with the same
+    elements shifted by one (a and b drawn from the data, no extra random draws)."""
+    penalty = getattr(model.action, "homomorphism_penalty", None)
+    if penalty is None:
+        raise ConfigError(f"loss.hom applies to a learned action (model.action.kind=learned); "
+                          f"this model's action is {type(model.action).__name__}")
+    return penalty(batch.g, batch.g.roll(1, 0))
+
+
 def get_loss(kind: str):
-    """The loss ``loss.kind`` names."""
-    return LOSSES.entry(kind).factory
+    """The loss ``loss.kind`` names; with ``loss.hom`` > 0 it adds the homomorphism term."""
+    base = LOSSES.entry(kind).factory
+
+    def loss(model: GroupActionAutoencoder, batch: PairBatch,
+             w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+        total, parts = base(model, batch, w)
+        if w.hom:
+            h = homomorphism_term(model, batch)
+            parts["hom"] = float(h.detach())
+            total = total + w.hom * h
+        return total, parts
+
+    loss.__doc__ = base.__doc__
+    return loss

@@ -215,6 +215,8 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
     log(f"evaluating {run_dir}: image metrics on {pairs.x1.shape[0]} fixed test pairs ...")
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
+    if hasattr(model.action, "report"):     # a learned ρ_θ: its own laws, and what it settled on
+        metrics.update(model.action.report(seed=cfg.eval.seed + 5))
     metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),
                                 cfg.eval.seed + 3, device))
     metrics.update(mask_stats(model, run.paths.root))

@@ -224,3 +224,49 @@ def mask_over_epochs(records: list[dict[str, Any]], tau: float | None, path: Pat
     b.set_title("fraction variant")
     fig.suptitle(title, fontsize=10)
     atomic_save_figure(path, fig)
+
+
+@torch.no_grad()
+def representation_figure(action, path: Path, title: str) -> None:
+    """What a learned ρ_θ settled on: SO(2) its frequencies ω_j and its character tr ρ(θ) beside
+    the fixed action's; SO(3) its three generators; a finite group ρ(g) for every element."""
+    group = action.group
+    if action.form == "so2":
+        omega = action.frequencies.detach().cpu().numpy()
+        theta = torch.linspace(0, 2 * np.pi, 361)
+        char = action.representation(theta).diagonal(dim1=-2, dim2=-1).sum(-1).cpu().numpy()
+        fig, (a, b) = _subplots(1, 2, figsize=(10, 3.4))
+        a.bar(np.arange(len(omega)), omega, color="tab:red")
+        top = max(3.0, float(np.ceil(omega.max())) + 0.5) if len(omega) else 3.0
+        for w in range(int(np.floor(min(0.0, omega.min() if len(omega) else 0.0))), int(top) + 1):
+            a.axhline(w, color="0.8", lw=0.8, zorder=0)
+        a.set_xlabel("block j")
+        a.set_ylabel("frequency ω_j")
+        a.set_title("integers: a representation of the circle", fontsize=9)
+        fixed = action.k // 2 * 2 * np.cos(theta.numpy()) + action.k % 2
+        b.plot(np.degrees(theta.numpy()), char, label="learned tr ρ(θ)")
+        b.plot(np.degrees(theta.numpy()), fixed, "--", label="fixed (ω = 1)")
+        b.set_xlabel("θ (degrees)")
+        b.legend(fontsize=8)
+    elif action.form == "so3":
+        gens = action.generators().detach().cpu().numpy()
+        fig, axes = _subplots(1, 3, figsize=(10, 3.4))
+        lim = float(np.abs(gens).max()) or 1.0
+        for ax, gen, name in zip(axes, gens, ("A_d", "A_h", "A_w")):
+            ax.imshow(gen, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_title(name, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    else:
+        elements = group.elements()[:24]
+        rho = action.representation(elements).detach().cpu().numpy()
+        cols = min(8, len(rho))
+        rows = int(np.ceil(len(rho) / cols))
+        fig, axes = _subplots(rows, cols, figsize=(1.5 * cols, 1.6 * rows + 0.6), squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        for ax, m, label in zip(axes.flat, rho, group.describe(elements)):
+            ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1)
+            ax.set_title(label, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    atomic_save_figure(path, fig)

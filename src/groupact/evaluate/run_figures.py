@@ -111,6 +111,11 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
                           "of column")
         written.append(p.name)
 
+    if hasattr(model.action, "representation") and hasattr(model.action, "form"):
+        p = fig_dir / "representation.png"
+        figures.representation_figure(model.action, p, f"{name}: the learned representation ρ_θ")
+        written.append(p.name)
+
     history = read_jsonl(RunPaths(run_dir).metrics)
     p = fig_dir / "training_curves.png"
     figures.training_curves(history, p, f"{name}: training")

@@ -79,6 +79,19 @@ class Group(ABC):
         """All elements of a finite group, or None for a continuous one."""
         return None
 
+    def element_index(self, g: Tensor) -> Tensor:
+        """(B,) long: where each element of a finite group stands in :meth:`elements` (a lookup
+        key for a per-element table, e.g. a learned representation)."""
+        elements = self.elements(g.device)
+        if elements is None:
+            raise GroupactError(f"group '{self.name}' is not finite: its elements have no index")
+        if elements.dim() == 1 and not elements.is_floating_point():
+            return g.long()                             # the elements are their own indices
+        hits = (g[:, None] == elements[None]).flatten(2).all(-1)       # (B, |G|)
+        if not bool(hits.any(1).all()):
+            raise GroupactError(f"an element is not one of group '{self.name}'s elements")
+        return hits.float().argmax(1)
+
     def orbit_elements(self, n: int, device: torch.device | str | None = None) -> Tensor:
         """n elements spread along the group, for orbit figures (identity first)."""
         all_elements = self.elements(device)

@@ -3,8 +3,9 @@
 from groupact.latent.actions import (ACTIONS, AffineAction, LatentAction, MatrixAction,
                                      SpatialAction, build_action)
 from groupact.latent.masks import MASKS, ALDMask, AllVariantMask, ChannelMask, FixedMask
+from groupact.latent.learned import LearnedAction
 from groupact.latent.steerable import SteerableAction
 
 
 __all__ = ["ACTIONS", "MASKS", "ALDMask", "AffineAction", "AllVariantMask", "ChannelMask", "FixedMask",
-           "LatentAction", "MatrixAction", "SpatialAction", "SteerableAction", "build_action"]
+           "LatentAction", "LearnedAction", "MatrixAction", "SpatialAction", "SteerableAction", "build_action"]

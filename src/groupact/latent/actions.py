@@ -6,6 +6,8 @@ An action acts on every channel; the model keeps only the variant channels of th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -131,6 +133,9 @@ ACTIONS.register("matrix", MatrixAction, "ρ(g) ∈ SO(k) on k-vector fibres (Ji
 ACTIONS.register("affine", AffineAction, "a·z + b on every entry: the contrast group")
 
 
-def build_action(kind: str, group: Group) -> LatentAction:
-    """The latent action ``model.action.kind`` names, for ``group``."""
-    return ACTIONS.entry(kind).factory(group)
+def build_action(kind: str, group: Group, section: Any = None) -> LatentAction:
+    """The latent action ``model.action.kind`` names, for ``group``, with the parameters it reads
+    from the config's ``model.action`` section (one it does not read, set, is an error)."""
+    if section is None:
+        return ACTIONS.entry(kind).factory(group)
+    return ACTIONS.build_from(kind, section, skip=("kind", "lr_scale"), group=group)

@@ -113,7 +113,10 @@ class Trainer:
         self.sched = self._scheduler()
         self.loss_fn = get_loss(cfg.loss.kind)
         self.weights = LossWeights(cfg.loss.recon, cfg.loss.inv, cfg.loss.const,
-                                   cfg.loss.relative)
+                                   cfg.loss.relative, cfg.loss.hom)
+        if cfg.loss.hom and not hasattr(self.model.action, "homomorphism_penalty"):
+            raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
+                              f"this recipe's action is {cfg.model.action.kind}")
         # where training stands (all of it checkpointed)
         self.epoch, self.step, self.batch = 0, 0, 0
         self.best_val, self.best_epoch = math.inf, 0
@@ -137,14 +140,18 @@ class Trainer:
                                cfg.eval.seed + 1, non_identity=False, device=self.device)
 
     def _param_groups(self):
-        """One group, or two when model.mask.lr_scale ≠ 1 (the mask logits at lr × lr_scale)."""
-        scale = self.cfg.model.mask.lr_scale
-        if scale == 1.0:
+        """One group, or one per part with its own rate: the mask logits at lr ×
+        model.mask.lr_scale, a learned action's ρ_θ at lr × model.action.lr_scale."""
+        scales = [(self.model.mask, self.cfg.model.mask.lr_scale),
+                  (self.model.action, self.cfg.model.action.lr_scale)]
+        scaled = [(list(part.parameters()), s) for part, s in scales
+                  if s != 1.0 and any(True for _ in part.parameters())]
+        if not scaled:
             return self.model.parameters()
-        mask_ids = {id(p) for p in self.model.mask.parameters()}
-        rest = [p for p in self.model.parameters() if id(p) not in mask_ids]
-        return [{"params": rest},
-                {"params": list(self.model.mask.parameters()), "lr": self.cfg.train.lr * scale}]
+        taken = {id(p) for params, _ in scaled for p in params}
+        rest = [p for p in self.model.parameters() if id(p) not in taken]
+        return [{"params": rest}] + [{"params": params, "lr": self.cfg.train.lr * s}
+                                     for params, s in scaled]
 
     def _scheduler(self):
         t = self.cfg.train
