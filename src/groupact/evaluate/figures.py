@@ -240,6 +240,7 @@ def representation_figure(action, path: Path, title: str) -> None:
         top = max(3.0, float(np.ceil(omega.max())) + 0.5) if len(omega) else 3.0
         for w in range(int(np.floor(min(0.0, omega.min() if len(omega) else 0.0))), int(top) + 1):
             a.axhline(w, color="0.8", lw=0.8, zorder=0)
+        a.set_xticks(np.arange(len(omega)))
         a.set_xlabel("block j")
         a.set_ylabel("frequency ω_j")
         a.set_title("integers: a representation of the circle", fontsize=9)
@@ -267,6 +268,6 @@ def representation_figure(action, path: Path, title: str) -> None:
             ax.set_axis_off()
         for ax, m, label in zip(axes.flat, rho, group.describe(elements)):
             ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1)
-            ax.set_title(label, fontsize=7)
+            ax.set_title(f"{label}\ntr {np.trace(m):+.2f}", fontsize=7)   # the character
     fig.suptitle(title, fontsize=10)
     atomic_save_figure(path, fig)
