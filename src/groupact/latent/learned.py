@@ -100,7 +100,10 @@ class LearnedAction(LatentAction):
             raise ConfigError(f"action.kind=learned for '{self.group.name}' needs fibres of at "
                               f"least {2 if self.form == 'so2' else 3} (set model.fibre)")
         self.k = k
-        gen = torch.Generator().manual_seed(1234 + k)   # the model's own seed is forked around
+        # a random start follows the run's seed (the trainer seeds torch before building the
+        # model) without drawing from the global RNG, which model builds leave alone
+        gen = torch.Generator().manual_seed((torch.initial_seed() * 1_000_003 + 7_919 * k)
+                                            % (1 << 63))
         if self.form == "finite":
             n = len(self.group.elements())
             if self.init == "fixed":
