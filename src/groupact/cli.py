@@ -2,7 +2,8 @@
 info.
 
 User mistakes (GroupactError) print one line on stderr and exit with status 2; anything else is a
-bug and keeps its traceback.
+bug and keeps its traceback. (About 400 lines because it is the whole command table: each
+command's parser and a short handler that calls the module doing the work.)
 """
 
 from __future__ import annotations
