@@ -126,17 +126,19 @@ def homomorphism_term(model: GroupActionAutoencoder, batch: PairBatch) -> Tensor
 
 
 def get_loss(kind: str):
-    """The loss ``loss.kind`` names; with ``loss.hom`` > 0 it adds the homomorphism term."""
-    base = LOSSES.entry(kind).factory
+    """The loss ``loss.kind`` names."""
+    return LOSSES.entry(kind).factory
+
+
+def with_homomorphism(loss_fn):
+    """``loss_fn`` plus ``w.hom`` × the learned action's homomorphism term (``loss.hom``)."""
 
     def loss(model: GroupActionAutoencoder, batch: PairBatch,
              w: LossWeights) -> tuple[Tensor, dict[str, float]]:
-        total, parts = base(model, batch, w)
-        if w.hom:
-            h = homomorphism_term(model, batch)
-            parts["hom"] = float(h.detach())
-            total = total + w.hom * h
-        return total, parts
+        total, parts = loss_fn(model, batch, w)
+        h = homomorphism_term(model, batch)
+        parts["hom"] = float(h.detach())
+        return total + w.hom * h, parts
 
-    loss.__doc__ = base.__doc__
+    loss.__doc__ = loss_fn.__doc__
     return loss

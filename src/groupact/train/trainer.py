@@ -33,7 +33,7 @@ from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
 from groupact.io import append_jsonl, atomic_copy, atomic_write_json, save_checkpoint
 from groupact.latent import ALDMask
-from groupact.losses import LossWeights, get_loss
+from groupact.losses import LossWeights, get_loss, with_homomorphism
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
 from groupact.runs import RunPaths, check_net_version
@@ -117,6 +117,8 @@ class Trainer:
         if cfg.loss.hom and not hasattr(self.model.action, "homomorphism_penalty"):
             raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
                               f"this recipe's action is {cfg.model.action.kind}")
+        if cfg.loss.hom:
+            self.loss_fn = with_homomorphism(self.loss_fn)
         # where training stands (all of it checkpointed)
         self.epoch, self.step, self.batch = 0, 0, 0
         self.best_val, self.best_epoch = math.inf, 0
