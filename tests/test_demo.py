@@ -140,7 +140,7 @@ def test_blocked_mnist_targets_keep_the_block_in_place():
     answer = app.render({"example": k, "element": 1})
     scale = answer["truth"]["scale"]
     truth = decode(answer["truth"]["slices"])[::scale, ::scale]
-    assert app.occluded and np.abs(truth - app.targets(app.group.elements()[1:2])[k, 0]
+    assert app.occluded and np.abs(truth - app.targets(k, app.group.elements()[1:2])[0, 0]
                                    .numpy()).max() <= 0.5 / 255 + 1e-6
     assert (truth[top:top + 7, left:left + 7] == 1).all()        # the block did not turn
     assert not np.allclose(truth, x[k].numpy())                   # the digit did

@@ -115,25 +115,29 @@ class TransformPairs(PairSource):
         labels = split.labels[idx].to(device) if split.labels is not None else None
         return PairBatch(x1, x2, g, labels)
 
-    def moved_views(self, split, idx, g, device="cpu"):
-        """What the data pairs the canonical views ``views(split, idx)`` with under ``g`` (one
-        element per item): T_g of each image, then the same block as its view (the block is
-        what the group leaves alone)."""
-        x = self.group.act_image(split.images[idx].to(device), g.to(device))
-        if self.occluder is not None:
-            gen = torch.Generator().manual_seed(0)       # views' generator: the same blocks
-            x = Occluder.paint(x, self.occluder.sample(x.shape[0], x.shape[-2], x.shape[-1],
-                                                       gen, device))
-        return x
+    def canonical_blocks(self, n: int, height: int, width: int,
+                         device: torch.device | str = "cpu") -> Tensor | None:
+        """The blocks :meth:`views` paints on ``n`` canonical views (its fixed seed-0 draw), or
+        None without an occluder."""
+        if self.occluder is None:
+            return None
+        return self.occluder.sample(n, height, width, torch.Generator().manual_seed(0), device)
+
+    def moved_views(self, images: Tensor, g: Tensor, blocks: Tensor | None) -> Tensor:
+        """What the data pairs canonical views with under ``g``: T_g of each clean image, then
+        its view's block (the block is what the group leaves alone)."""
+        x = self.group.act_image(images, g)
+        return x if blocks is None else Occluder.paint(x, blocks)
 
     def views(self, split, idx, generator=None, device="cpu"):
         x = split.images[idx].to(device)
         if generator is not None:
             x = self.group.act_image(x, self.group.sample(x.shape[0], generator).to(device))
         if self.occluder is not None:
-            gen = generator if generator is not None else torch.Generator().manual_seed(0)
-            x = Occluder.paint(x, self.occluder.sample(x.shape[0], x.shape[-2], x.shape[-1],
-                                                       gen, device))
+            blocks = (self.occluder.sample(x.shape[0], x.shape[-2], x.shape[-1], generator, device)
+                      if generator is not None
+                      else self.canonical_blocks(x.shape[0], x.shape[-2], x.shape[-1], device))
+            x = Occluder.paint(x, blocks)
         return x
 
 

@@ -150,12 +150,12 @@ class DemoApp:
     """One trained run behind the page."""
 
     def __init__(self, run: LoadedRun, examples: Tensor, name: str = "", note: str = "",
-                 targets: Callable[[Tensor], Tensor] | None = None, occluded: bool = False):
-        """``targets(g)``: what the data pairs each example with under g (for blocked MNIST, the
+                 targets: Callable[[int, Tensor], Tensor] | None = None, occluded: bool = False):
+        """``targets(k, g)``: what the data pairs example k with under g (for blocked MNIST, the
         digit turned and the block kept), when the examples come from the run's data;
         ``occluded``: the run's data paints a block the group leaves alone, so T_g of any other
         image (an upload) is unknown."""
-        self.run, self.model, self.group = run, run.model, run.model.group
+        self.run, self.model, self.group = run, run.model.eval(), run.model.group
         self.examples = examples
         self.targets, self.occluded = targets, occluded
         self.name = name or run.cfg.name
@@ -188,10 +188,13 @@ class DemoApp:
                 source = build_pair_source(run.cfg, run.model.group, splits)
                 idx = torch.arange(min(N_EXAMPLES, len(splits.test)))
                 x = source.views(splits.test, idx, None)
-                if isinstance(source, TransformPairs):
-                    def moved(g: Tensor) -> Tensor:
-                        return source.moved_views(splits.test, idx, g.expand(len(idx),
-                                                                             *g.shape[1:]))
+                if isinstance(source, TransformPairs):   # T_g of one example, its block kept
+                    clean = splits.test.images[idx]
+                    blocks = source.canonical_blocks(len(idx), *clean.shape[-2:])
+
+                    def moved(k: int, g: Tensor) -> Tensor:
+                        return source.moved_views(clean[k:k + 1], g, None if blocks is None
+                                                  else blocks[k:k + 1])
                     targets = moved
             except DataError as exc:
                 if len(run.input_shape) == 4:
@@ -238,12 +241,14 @@ class DemoApp:
         """Everything the page shows for one image and one g."""
         x = self.image(request)
         g = self.element(request)
-        out = self.model.transform(x, g)
+        z = self.model.encode(x)            # one encoder pass: D(Φ_g z) is model.transform(x, g)
+        moved = self.model.act(z, g)
+        out = self.model.decode(moved)
         answer: dict[str, Any] = {"g": self.group.describe(g)[0], "input": self._picture(x),
                                   "output": self._picture(out), "truth": None, "psnr": None}
         truth = None
         if self.has_truth and not request.get("upload") and self.targets is not None:
-            truth = self.targets(g)[int(request.get("example", 0))][None]
+            truth = self.targets(int(request.get("example", 0)), g)
         elif self.has_truth and not self.occluded:
             truth = self.group.act_image(x, g)
         elif self.has_truth:
@@ -254,10 +259,9 @@ class DemoApp:
             answer["truth"] = self._picture(truth)
             mse = float((out - truth).pow(2).mean())
             answer["psnr"] = round(10 * math.log10(1 / max(mse, 1e-10)), 2)
-        z = self.model.encode(x)
         mask = self.model.mask.hard()
         answer["latent"] = png_data_url(latent_panel(z[0], mask))
-        answer["moved_latent"] = png_data_url(latent_panel(self.model.act(z, g)[0], mask))
+        answer["moved_latent"] = png_data_url(latent_panel(moved[0], mask))
         if request.get("swap") is not None or request.get("swap_upload"):
             other = self.image(request, "swap", "swap_upload")
             zo = self.model.encode(other)

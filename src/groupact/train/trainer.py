@@ -44,12 +44,9 @@ from groupact.train.mask_gradients import flip_gradient, freeze_mask
 TIMING_KEYS = ("seconds", "pairs_per_s")
 
 
-
-
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The RNG of one epoch: a run resumed at an epoch boundary replays it exactly."""
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
 
 
 def check_train_config(t: TrainConfig) -> None:
