@@ -34,6 +34,11 @@ def test_train_writes_metrics_and_figures(run_dir):
     for key in FLAT_KEYS:
         assert key in m, key
     assert m["homomorphism_error"] == 0.0          # rot90 on maps is an exact representation
+    # the default probe: scikit-learn's, converged, at a C of the grid chosen on validation
+    assert m["probes_solver"] == "sklearn" and m["probes_converged"] is True
+    assert set(m["probes_c"].values()) <= {1e-4, 1e-3, 1e-2, 1e-1, 1.0}
+    assert m["probes_items"] == {"train": 640, "val": 64, "test": 64}
+    assert m["probe_z"] > 2 * m["probe_chance"]
     for fig in ("reconstructions.png", "orbit.png", "latent_maps.png", "swap.png",
                 "training_curves.png", "mask.png"):
         assert (run_dir / "eval" / "figures" / fig).stat().st_size > 1000, fig

@@ -20,7 +20,7 @@ from groupact.data import batches, build_pair_source, fixed_pairs, load_data
 from groupact.distributed import resolve_device
 from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, ssim
-from groupact.evaluate.probe import probes, untrained_copy
+from groupact.evaluate.probe import ProbeSettings, probes, untrained_copy
 from groupact.evaluate.run_figures import make_figures
 from groupact.evaluate.views3d import looks_binary
 from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
@@ -224,9 +224,9 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
         random_model = (untrained_copy(model, cfg, run.checkpoint["input_shape"],
                                        cfg.eval.seed + 20) if cfg.eval.orbit_probes else None)
         log("linear probes (`--no-probes` skips them) ...")
-        metrics.update(probes(model, source, splits, cfg.eval.seed + 10, cfg.eval.probe_steps,
-                              cfg.eval.probe_l2, random_model, cfg.eval.probe_items,
-                              orbit=cfg.eval.orbit_probes))
+        metrics.update(probes(model, source, splits, cfg.eval.seed + 10,
+                              ProbeSettings.from_eval(cfg.eval), random_model,
+                              cfg.eval.probe_items, orbit=cfg.eval.orbit_probes))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
     with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
         if do_figs:

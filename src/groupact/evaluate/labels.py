@@ -17,8 +17,12 @@ TITLES = {
     "probe_orbit": "probe orbit-pooled E (T→T)", "probe_orbit_upright": "probe orbit-pooled E (U→T)",
     "probe_orbit_random": "probe orbit-pooled random E (T→T)",
     "probe_orbit_random_upright": "probe orbit-pooled random E (U→T)",
-    "orbit_pool_passes": "passes (orbit-pooled)",
+    "orbit_pool_passes": "passes (orbit-pooled)", "probes_solver": "probe fit",
 }
+
+#: how each ``eval.probe`` solver is named in a table (docs/PROTOCOL.md); runs evaluated before
+#: groupact 0.4 wrote no probes_solver and used the L-BFGS probe
+PROBE_SOLVERS = {"sklearn": "sklearn, C on val", "lbfgs": "L-BFGS, fixed steps"}
 
 #: how a metric is printed (a format spec); others: 2 decimals for PSNRs, else 3
 FORMATS = {"psnr": ".2f", "ssim": ".3f", "inv_error": ".3g", "equiv_error": ".3g",
