@@ -95,10 +95,12 @@ def test_the_so2_model_turns_test_digits_by_any_angle():
 
 
 @pytest.mark.parametrize("name, bars", [
-    # the bars for the shipped models, on the first 24 of the protocol's fixed test pairs
-    # (the whole test split is measured by `groupact evaluate`, docs/RESULTS.md)
-    ("brain3d", {"ssim": 0.85, "psnr_over_mean_target": 5.0}),
-    ("adrenal3d", {"dice": 0.75, "ssim_over_identity": 0.15}),
+    # the bars for the shipped models (brain: SSIM 0.85, +5 dB over the mean target;
+    # adrenal: Dice 0.75), raised to what the 0.4 recipes without L_const clear with a margin, on
+    # the first 24 of the protocol's fixed test pairs (the whole test split is measured by
+    # `groupact evaluate`, docs/RESULTS.md: brain 34.62 dB, SSIM 0.976; adrenal Dice 0.939)
+    ("brain3d", {"ssim": 0.95, "psnr_over_mean_target": 15.0}),
+    ("adrenal3d", {"dice": 0.9, "ssim_over_identity": 0.3}),
     ("contrast", {"psnr_over_identity": 3.0, "ssim_over_identity": 0.0}),
 ])
 def test_the_shipped_volume_and_contrast_models_meet_their_bars(name, bars, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import yaml
 
 from groupact.build import model_from_config
 from groupact.cli import main
+from groupact.config import load_config
 from groupact.errors import ConfigError, GroupactError
 from groupact.losses import LOSSES
 from groupact.reproduce.plan import bundled_plan_text, load_plan, parse_plan
@@ -62,15 +63,23 @@ def test_no_ablation_repeats_its_reference():
 def test_budgets_and_runner_settings():
     plan = load_plan()
     quick = plan.config("rotmnist", "ald", "quick", 0)
-    assert (quick.train.epochs, quick.train.schedule, quick.eval.probe_steps) == (12, "onecycle",
-                                                                                  30)
+    assert (quick.train.epochs, quick.train.schedule, quick.eval.probe_items) == (12, "onecycle",
+                                                                                  1000)
     full = plan.config("rotmnist", "ald", "full", 2)
     assert (full.train.epochs, full.train.lr, full.train.seed) == (50, 1e-3, 2)
     assert full.train.threads == 1 and full.train.progress is False
     assert plan.config("rotmnist", "ald", "quick", 0).eval.figures            # seed 0 only
     assert not plan.config("rotmnist", "ald", "quick", 1).eval.figures
     runs = expand_plan(plan, "quick", __import__("pathlib").Path("r"))
-    assert len(runs) == 3 * (5 * 4 + 2 * 9 + 3)    # 5 datasets × 4 methods, 9 ablations × 2, 3 × 1
+    # 5 datasets × 4 methods, 9 ablations × 2 datasets, 3 × 1, inv-only on a third (brain3d)
+    assert len(runs) == 3 * (5 * 4 + 2 * 9 + 3 + 1)
+    # the table's 3D rows keep the paper's L_const that the 3D recipes' defaults drop
+    for dataset in ("brain3d", "adrenal3d"):
+        assert load_config(plan.datasets[dataset].recipe).loss.const == 0.0
+        assert plan.config(dataset, "ald", "quick", 0).loss.const == 1.0
+        assert plan.config(dataset, "tau-0.3" if dataset == "adrenal3d" else "all-variant",
+                           "quick", 0).loss.const == 1.0
+        assert plan.config(dataset, "inv-only", "quick", 0).loss.const == 0.0
     assert runs[0].run_dir.as_posix() == "r/runs/rotmnist/ald/seed0"
 
 
@@ -273,6 +282,40 @@ def test_mean_and_std_are_over_seeds(tmp_path):
         _fake_run(out, "blocked", "ald", seed, psnr=psnr)
     write_tables(out, load_plan(check=False))
     assert "| ald | 3 | 11.00 ± 1.00 |" in (out / "RESULTS.md").read_text()
+
+
+def test_rows_of_runs_not_here_are_carried_from_the_ledger_and_said_so(tmp_path):
+    out = tmp_path / "results"
+    plan = load_plan(check=False)
+    for seed in range(2):
+        _fake_run(out, "rotmnist", "ald", seed, psnr=20.0 + seed, probes_solver="sklearn")
+    figs = out / "runs/rotmnist/ald/seed0/eval/figures"
+    figs.mkdir()
+    (figs / "swap.png").write_bytes(b"\x89PNG one")
+    _fake_run(out, "blocked", "ald", 0, psnr=15.0)              # an old evaluation: L-BFGS probe
+    write_tables(out, plan)
+    ledger = (out / "results.csv").read_text()
+    # the run folders go (a fresh clone has only the tables); one rotmnist run is trained again
+    shutil.rmtree(out / "runs")
+    _fake_run(out, "rotmnist", "ald", 1, psnr=30.0, probes_solver="sklearn")
+    (out / "runs/blocked/ald/seed1").mkdir(parents=True)        # there, but never evaluated
+    # a row the plan does not have is not carried
+    (out / "results.csv").write_text(ledger + "rotmnist,no-such-method,method,0,,," + "\n")
+    write_tables(out, plan)
+    text = (out / "RESULTS.md").read_text()
+    assert "Carried: 2 of the 3 runs" in text and "rotmnist/ald, blocked/ald" in text
+    assert "| ald | 2 | 25.00 ± 7.07 |" in text                 # carried seed 0 (20) + new seed 1 (30)
+    assert "no-such-method" not in text
+    probes = text.split("### (b)")[1].split("### (c)")[0]
+    assert "sklearn, C on val |" in probes and "L-BFGS, fixed steps |" in probes
+    assert "](figures/rotmnist-swap.png)" in text               # the copy from before stays shown
+    assert (out / "figures/rotmnist-swap.png").read_bytes() == b"\x89PNG one"
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("dataset,method,kind,seed,seconds,cpu_seconds,inv_error,")
+    assert len(rows) == 4                                       # carried again next time
+    # the values come back as they were written: nan, text, numbers
+    again = [r for r in __import__("csv").DictReader(rows) if r["method"] == "ald"]
+    assert {r["inv_error"] for r in again} == {"nan"}
 
 
 # --- failures and Ctrl-C, with stand-in workers ------------------------------------------------

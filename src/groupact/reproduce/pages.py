@@ -9,13 +9,13 @@ import html
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from groupact.io import atomic_copy, atomic_write_text, read_json_object
 from groupact.reproduce.ledger import MANIFEST, duration
 from groupact.reproduce.plan import Plan
 from groupact.runs import RunPaths
-from groupact.reproduce.tables import (PAGE_FIGURES, RunRecord, all_tables, as_number, collect,
+from groupact.reproduce.tables import (LEDGER, LEDGER_FIXED, PAGE_FIGURES, RunRecord, all_tables, as_number, collect,
                                       dataset_label, groups, reference_method, stats)
 
 
@@ -54,6 +54,12 @@ def header_lines(manifest: dict[str, Any], records: list[RunRecord]) -> tuple[li
         lines.append(f"- Wall time of the {len(working)} invocation(s) that trained or evaluated "
                      f"runs: {' + '.join(parts)}" + (f" = {_duration(total)}"
                                                       if len(working) > 1 else ""))
+    carried = [r for r in records if r.carried]
+    if carried:
+        groups_ = dict.fromkeys(f"{r.dataset}/{r.method}" for r in carried)
+        lines.append(f"- Carried: {len(carried)} of the {len(records)} runs are read back from "
+                     f"this folder's ledger ({LEDGER}, written by an earlier invocation), their "
+                     f"run folders not being here: {', '.join(groups_)}")
     timing = (f"- Wall time of the last invocation: {_duration(manifest.get('wall_seconds'))}, "
               f"finished {manifest.get('finished', 'unknown')}")
     return lines, timing
@@ -66,21 +72,39 @@ def legend(plan: Plan | None, records: list[RunRecord]) -> list[tuple[str, str]]
     return [(m, plan.entry(m).description) for m in plan.names() if m in present]
 
 
-def page_figures(plan: Plan | None, records: list[RunRecord]) -> list[tuple[str, Path]]:
-    """(dataset, figure path) of each dataset's reference-method seed-0 figures that exist."""
+class PageFigure(NamedTuple):
+    """A figure the results page shows: the dataset, the figure's file name, and where to read it
+    (a run's eval/figures, or the results folder's own copy for a carried run)."""
+    dataset: str
+    name: str
+    source: Path
+
+    @property
+    def copy_name(self) -> str:
+        """Where RESULTS.md's copy lives, relative to the results folder."""
+        return f"figures/{self.dataset}-{self.name}"
+
+
+def page_figures(plan: Plan | None, records: list[RunRecord], out: Path | None = None
+                 ) -> list[PageFigure]:
+    """Each dataset's reference-method seed-0 figures that exist: in the run folder, or (for a
+    run carried from the ledger, whose folder is not here) the copy already in ``out``."""
     runs_by = groups(records)
-    out = []
+    figs = []
     for dataset in dict.fromkeys(r.dataset for r in records):
         ref = reference_method(plan, runs_by, dataset)
         if ref is None:
             continue
-        seed0 = [r for r in runs_by[(dataset, ref)] if r.seed == 0]
-        for r in seed0:
+        for r in (r for r in runs_by[(dataset, ref)] if r.seed == 0):
             for name in PAGE_FIGURES:
-                p = RunPaths(r.run_dir).eval / "figures" / name
-                if p.is_file():
-                    out.append((dataset, p))
-    return out
+                fig = PageFigure(dataset, name, Path())
+                if r.carried:
+                    src = Path(out) / fig.copy_name if out is not None else None
+                else:
+                    src = RunPaths(r.run_dir).eval / "figures" / name
+                if src is not None and src.is_file():
+                    figs.append(fig._replace(source=src))
+    return figs
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -98,29 +122,25 @@ def results_markdown(plan, records, manifest, out: Path) -> str:
     text += ["## Tables", ""]
     for t in all_tables(plan, records):
         text += [t.markdown()]
-    figs = page_figures(plan, records)
+    figs = page_figures(plan, records, out)
     if figs:
         # run folders are not kept with the tables (results/runs is large): the page shows copies
         text += ["## Figures (reference method, seed 0)", ""]
-        for dataset in dict.fromkeys(d for d, _ in figs):
+        for dataset in dict.fromkeys(f.dataset for f in figs):
             text += [f"### {dataset_label(plan, dataset)}", ""]
-            text += [f"![{dataset} {p.stem}]({figure_copy_name(dataset, p)})"
-                     for d, p in figs if d == dataset] + [""]
+            text += [f"![{dataset} {Path(f.name).stem}]({f.copy_name})"
+                     for f in figs if f.dataset == dataset] + [""]
     return "\n".join(text)
-
-
-def figure_copy_name(dataset: str, fig: Path) -> str:
-    """Where RESULTS.md's copy of a run's figure lives, relative to the results folder."""
-    return f"figures/{dataset}-{fig.name}"
 
 
 def copy_page_figures(plan: Plan | None, records: list[RunRecord], out: Path) -> list[Path]:
     """Copy the page's figures next to RESULTS.md so the page works without the run folders."""
     copies = []
-    for dataset, fig in page_figures(plan, records):
-        dst = out / figure_copy_name(dataset, fig)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        atomic_copy(fig, dst)
+    for fig in page_figures(plan, records, out):
+        dst = out / fig.copy_name
+        if fig.source != dst:                 # a carried run's copy is already in place
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            atomic_copy(fig.source, dst)
         copies.append(dst)
     return copies
 
@@ -132,7 +152,7 @@ CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:90em}"
        "img{max-width:100%;border:1px solid #ddd;margin:4px 0}")
 
 
-def results_html(plan, records, manifest) -> str:
+def results_html(plan, records, manifest, out: Path | None = None) -> str:
     lines, timing = header_lines(manifest, records)
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>groupact reproduction"
              f"</title><style>{CSS}</style></head><body><h1>Reproduction results</h1>",
@@ -146,15 +166,15 @@ def results_html(plan, records, manifest) -> str:
                   for m, d in legend(plan, records)]
         parts.append("</ul><h2>Tables</h2>")
         parts += [t.html() for t in all_tables(plan, records)]
-        figs = page_figures(plan, records)
+        figs = page_figures(plan, records, out)
         if figs:
             parts.append("<h2>Figures (reference method, seed 0)</h2>")
-            for dataset in dict.fromkeys(d for d, _ in figs):
+            for dataset in dict.fromkeys(f.dataset for f in figs):
                 parts.append(f"<h3>{html.escape(dataset_label(plan, dataset))}</h3>")
-                for d, p in figs:
-                    if d == dataset:
-                        data = base64.b64encode(p.read_bytes()).decode("ascii")
-                        parts.append(f"<p>{html.escape(p.name)}<br><img alt='{html.escape(p.name)}'"
+                for f in figs:
+                    if f.dataset == dataset:
+                        data = base64.b64encode(f.source.read_bytes()).decode("ascii")
+                        parts.append(f"<p>{html.escape(f.name)}<br><img alt='{html.escape(f.name)}'"
                                      f" src='data:image/png;base64,{data}'></p>")
     else:
         parts.append("<p>No evaluated runs yet.</p>")
@@ -177,15 +197,16 @@ def _csv_value(v: Any) -> Any:
 
 
 def results_csv(records: list[RunRecord]) -> str:
-    """One row per run: dataset, method, kind, seed, then every scalar metric (sorted keys)."""
-    fixed = ["dataset", "method", "kind", "seed"]
+    """The ledger: one row per run, dataset, method, kind, seed, its wall and CPU seconds, then
+    every scalar metric (sorted keys)."""
+    fixed = list(LEDGER_FIXED)
     keys = sorted({k for r in records for k, v in r.metrics.items()
                    if v is None or isinstance(v, (int, float, str, bool))})
     # metrics.json's own "dataset" (the data's name, e.g. mnist5k) must not shadow the plan's
     rows: list[list[Any]] = [fixed + [f"eval_{k}" if k in fixed else k for k in keys]]
     for r in records:
-        rows.append([r.dataset, r.method, r.kind, r.seed]
-                    + [_csv_value(r.metrics.get(k)) for k in keys])
+        rows.append([r.dataset, r.method, r.kind, r.seed, _csv_value(r.seconds),
+                     _csv_value(r.cpu_seconds)] + [_csv_value(r.metrics.get(k)) for k in keys])
     return _csv(rows)
 
 
@@ -207,9 +228,9 @@ def write_tables(out: str | Path, plan: Plan | None) -> list[Path]:
     records = collect(out, plan)
     manifest = read_manifest(out)
     files = {out / "RESULTS.md": results_markdown(plan, records, manifest, out),
-             out / "results.csv": results_csv(records),
+             out / LEDGER: results_csv(records),
              out / "summary.csv": summary_csv(records),
-             out / "index.html": results_html(plan, records, manifest)}
+             out / "index.html": results_html(plan, records, manifest, out)}
     copies = copy_page_figures(plan, records, out)
     for path, text in files.items():
         atomic_write_text(path, text)

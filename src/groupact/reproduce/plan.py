@@ -7,6 +7,8 @@ reproducible by hand with one ``groupact train`` command.
 
 A run's config is the dataset's recipe with overrides applied in this order (later ones win):
 
+0. ``datasets.D.overrides`` — the plan's settings of the recipe itself (the 3D rows keep the
+   paper's L_const, which the 3D recipes' defaults drop);
 1. ``budgets.B.all`` then ``budgets.B.datasets[D]`` — how long and how big (epochs, data sizes,
    probe steps, a time-to-quality schedule);
 2. the method's (or ablation's) ``overrides`` then ``per_dataset[D]`` — what the method IS, which
@@ -41,10 +43,13 @@ FIGURE_POLICIES = ("all", "first_seed", "none")
 
 @dataclass
 class DatasetEntry:
-    """A dataset of the plan: the recipe that defines it, and a title for the tables."""
+    """A dataset of the plan: the recipe that defines it, the plan's own settings of that recipe
+    (``overrides``, applied before everything else: e.g. the paper's loss where the recipe's
+    default departs from it), and a title for the tables."""
 
     recipe: str
     title: str = ""
+    overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -123,7 +128,8 @@ class Plan:
         if dataset not in self.datasets_of(method):
             raise ConfigError(f"'{method}' does not run on dataset '{dataset}' (it runs on "
                               f"{', '.join(self.datasets_of(method))})")
-        out = list(b.all) + list(b.datasets.get(dataset, []))
+        out = list(self.datasets[dataset].overrides)
+        out += list(b.all) + list(b.datasets.get(dataset, []))
         out += list(m.overrides) + list(m.per_dataset.get(dataset, []))
         out += list(b.methods.get(method, {}).get(dataset, []))
         figures = b.figures == "all" or (b.figures == "first_seed" and seed == 0)
@@ -281,11 +287,12 @@ def parse_plan(data: Any, source: str = "plan") -> Plan:
         if isinstance(entry, str):  # short form: name: recipe
             entry = {"recipe": entry}
         entry = _mapping(entry, where)
-        _keys(entry, ["recipe", "title"], f"{where}.")
+        _keys(entry, ["recipe", "title", "overrides"], f"{where}.")
         if not isinstance(entry.get("recipe"), str):
             raise ConfigError(f"plan key '{where}.recipe' must name a recipe (see `groupact info`)")
         datasets[name] = DatasetEntry(entry["recipe"], _text(entry.get("title"), f"{where}.title")
-                                      or name)
+                                      or name, _overrides(entry.get("overrides"),
+                                                          f"{where}.overrides"))
     names = list(datasets)
     methods = {n: _method(v, names, f"methods.{n}", False)
                for n, v in _mapping(data.get("methods"), "methods").items()}

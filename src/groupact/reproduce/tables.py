@@ -3,7 +3,10 @@ reconstruction, probe, latent, mask and ablation tables (written out by :mod:`.p
 
 Everything is read back from the run folders (``OUT/runs/<dataset>/<method>/seed<k>/eval/
 metrics.json``) and the results folder's ``reproduce.json``, so the tables can be rewritten at any
-time (``groupact reproduce --tables-only``) and say only what the files say. Each table cell is the
+time (``groupact reproduce --tables-only``) and say only what the files say. A planned run whose
+folder is not here but which has a row in the results folder's own ``results.csv`` (the ledger
+the last invocation wrote: run folders are too big to keep with the tables) is *carried*: its row
+is read back from the ledger, and the page says which runs were carried. Each table cell is the
 mean ± sample standard deviation over seeds; the ``seeds`` column says over how many.
 
 Metrics keys starting with ``probe_`` or ``psnr_`` that the tables do not know by name get columns
@@ -13,13 +16,14 @@ without changing this file.
 
 from __future__ import annotations
 
+import csv
 import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groupact.evaluate.labels import number_format, title
+from groupact.evaluate.labels import PROBE_SOLVERS, number_format, title
 from groupact.io import read_json_object
 from groupact.reproduce.ledger import read_run_meta
 from groupact.reproduce.plan import Plan
@@ -42,6 +46,8 @@ class RunRecord:
     run_dir: Path
     seconds: float | None
     cpu_seconds: float | None = None
+    #: read back from the ledger (OUT/results.csv): the run's folder is not in OUT/runs
+    carried: bool = False
 
 
 @dataclass
@@ -78,8 +84,65 @@ def as_number(v: Any) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
+#: the ledger of a results folder: one row per evaluated run (written by pages.results_csv)
+LEDGER = "results.csv"
+#: its leading columns; a metric named like one of them is written as eval_<name>
+LEDGER_FIXED = ("dataset", "method", "kind", "seed", "seconds", "cpu_seconds")
+
+
+def ledger_value(text: str) -> Any:
+    """A results.csv cell back as the metric it was: '' is absent (None), then bool, int, float
+    (nan included), else the text."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def carried_records(out: Path, plan: Plan | None, present: set[tuple[str, str, int]]
+                    ) -> list[RunRecord]:
+    """The ledger's rows for runs of the plan whose folders are not under ``out/runs``."""
+    ledger = Path(out) / LEDGER
+    if plan is None or not ledger.is_file():
+        return []
+    records = []
+    with open(ledger, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            try:
+                dataset, method, seed = row["dataset"], row["method"], int(row["seed"])
+            except (KeyError, ValueError):
+                continue
+            if (dataset, method, seed) in present or method not in plan.names() \
+                    or dataset not in plan.datasets_of(method):
+                continue
+            run_dir = Path(out) / "runs" / dataset / method / f"seed{seed}"
+            if run_dir.exists():         # a run folder that did not evaluate: not hidden by a row
+                continue
+            metrics = {}
+            for key, text in row.items():
+                if key in LEDGER_FIXED or key is None:
+                    continue
+                value = ledger_value(text)
+                if value is not None:
+                    metrics[key[len("eval_"):] if key.startswith("eval_") and
+                            key[len("eval_"):] in LEDGER_FIXED else key] = value
+            kind = "ablation" if plan.is_ablation(method) else "method"
+            records.append(RunRecord(dataset, method, kind, seed, plan.entry(method).probe_only,
+                                     metrics, run_dir, as_number(ledger_value(row.get("seconds", ""))),
+                                     as_number(ledger_value(row.get("cpu_seconds", ""))),
+                                     carried=True))
+    return records
+
+
 def collect(out: Path, plan: Plan | None) -> list[RunRecord]:
-    """Every evaluated run under ``out/runs``, in plan order (dataset, method, seed)."""
+    """Every evaluated run under ``out/runs``, then the ledger's rows of planned runs whose
+    folders are not here (``carried``), in plan order (dataset, method, seed)."""
 
     records = []
     for path in sorted(Path(out).glob("runs/*/*/seed*/eval/metrics.json")):
@@ -100,6 +163,7 @@ def collect(out: Path, plan: Plan | None) -> list[RunRecord]:
             kind, probe_only = meta.get("kind", "method"), bool(meta.get("probe_only", False))
         records.append(RunRecord(dataset, method, kind, seed, probe_only, metrics, run_dir,
                                  as_number(meta.get("seconds")), as_number(meta.get("cpu_seconds"))))
+    records += carried_records(out, plan, {(r.dataset, r.method, r.seed) for r in records})
     d_order = list(plan.datasets) if plan else []
     m_order = plan.names() if plan else []
 
@@ -130,7 +194,21 @@ def stats(runs: list[RunRecord], key: str) -> tuple[int, float | None, float | N
     return len(values), mean, math.sqrt(var)
 
 
+def probe_fit(runs: list[RunRecord]) -> str:
+    """Which probe the runs' probe columns come from (a row can mix old and new evaluations)."""
+    names = [PROBE_SOLVERS.get(r.metrics.get("probes_solver", "lbfgs"), "?") for r in runs
+             if any(k.startswith("probe_") for k in r.metrics)]
+    counts = {n: names.count(n) for n in dict.fromkeys(names)}
+    if not counts:
+        return "–"
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{n} ({k} of {len(runs)})" for n, k in counts.items())
+
+
 def cell(runs: list[RunRecord], key: str, fmt: str | None = None) -> str:
+    if key == "probes_solver":
+        return probe_fit(runs)
     n, mean, std = stats(runs, key)
     if mean is None:
         return "–"
@@ -248,8 +326,11 @@ def probe_table(plan, records, runs_by) -> Table:
         "encoder, and an untrained one of the same architecture, averaged over the group's "
         "finite subgroup in "
         "image space (E(T_h x) over all h): invariant by construction, at the cost of 'passes' "
-        "encoder passes per image where the read-out needs one.",
-        plan, runs_by, ["probe_chance"] + probe_columns(records)
+        "encoder passes per image where the read-out needs one. probe fit: scikit-learn's "
+        "LogisticRegression fitted to convergence for each C of eval.probe_c, kept at the best "
+        "validation accuracy (groupact 0.4 on), or the earlier fixed-step L-BFGS probe at one "
+        "L2 weight (a row evaluated before 0.4, e.g. carried from the ledger).",
+        plan, runs_by, ["probes_solver", "probe_chance"] + probe_columns(records)
         + (["orbit_pool_passes"] if any("orbit_pool_passes" in r.metrics for r in records)
            else []), probe_only_too=True)
 
@@ -280,8 +361,8 @@ def ablation_table(plan, records, runs_by) -> Table | None:
         return None
     probe_cols = ["probe_zi", "probe_zi_upright", "probe_z", "probe_z_upright"]
     known = {f"probe_{p}{s}" for p in KNOWN_PROBES for s in ("", "_upright")} | {"probe_chance"}
-    cols = (["psnr", "ssim", "inv_error", "equiv_error", "mask_fraction"] + probe_cols
-            + extra_keys(records, "probe_", known))
+    cols = (["psnr", "ssim", "inv_error", "equiv_error", "mask_fraction", "probes_solver"]
+            + probe_cols + extra_keys(records, "probe_", known))
     rows = []
     for dataset in dict.fromkeys(d for d, _ in ablations):
         names = [m for d, m in ablations if d == dataset]
