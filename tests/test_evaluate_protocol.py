@@ -103,3 +103,12 @@ def test_figures_say_when_a_part_of_the_latent_is_empty_and_skip_zero_losses(tmp
     figures.training_curves(records, tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert "train_inv" not in drawn and "train_recon" in drawn   # all-zero: not a log line
+
+
+def test_3d_figure_titles_give_axis_and_angle_short_enough_to_fit_a_column():
+    from groupact.evaluate.run_figures import axis_angle_labels
+    so3 = build_group("so3")
+    g = so3.parse("1,1,1,120°")
+    assert axis_angle_labels(so3, g) == ["axis (1.00, 1.00, 1.00)\n120.0°"]
+    c4 = build_group("c4")
+    assert axis_angle_labels(c4, torch.tensor([1])) == c4.describe(torch.tensor([1]))

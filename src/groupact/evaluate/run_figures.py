@@ -20,6 +20,20 @@ def short_labels(group, g: Tensor) -> list[str]:
     return [d.rsplit(",", 1)[-1] if d.count(",") >= 3 else d for d in group.describe(g)]
 
 
+def axis_angle_labels(group, g: Tensor) -> list[str]:
+    """Figure titles that fit a column: SO(3)'s axis to 2 decimals over its angle to 0.1°
+    (`groupact transform --g` takes the full 'ad,ah,aw,angle°' of ``group.describe``)."""
+    out = []
+    for d in group.describe(g):
+        parts = d.split(",")
+        if len(parts) != 4:
+            out.append(d)
+            continue
+        axis = ", ".join(f"{float(v):.2f}" for v in parts[:3])
+        out.append(f"axis ({axis})\n{float(parts[3].rstrip('°')):.1f}°")
+    return out
+
+
 @torch.no_grad()
 def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path) -> list[str]:
     group, name = model.group, cfg.name
@@ -64,13 +78,13 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
         how = "isosurfaces at 0.5" if binary else "max projections along d | h | w"
         p = fig_dir / "reconstructions_3d.png"
         figures.whole_volume_grid([("input", pairs.x1[:n]), ("target", pairs.x2[:n]),
-                                   ("prediction", pred)], group.describe(pairs.g[:n]), p,
-                                  f"{name}: x1, T_g x1, D(Φ_g(E x1)) ({how}; g as axis d,h,w "
-                                  "and angle)", binary)
+                                   ("prediction", pred)], axis_angle_labels(group, pairs.g[:n]), p,
+                                  f"{name}: x1, T_g x1, D(Φ_g(E x1)) ({how}; g as its axis in "
+                                  "d, h, w and its angle)", binary)
         written.append(p.name)
         if orbit is not None:
             p = fig_dir / "orbit_3d.png"
-            figures.whole_volume_grid(orbit, group.describe(elems), p,
+            figures.whole_volume_grid(orbit, axis_angle_labels(group, elems), p,
                                       f"{name}: one test volume through the group ({how})",
                                       binary)
             written.append(p.name)
