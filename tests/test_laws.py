@@ -8,7 +8,7 @@ from groupact import laws
 from groupact.errors import ConfigError
 from groupact.groups import (GROUPS, SO2, SO3, CubeRotations, CyclicRotations, CyclicShifts,
                              build_group)
-from groupact.latent import ACTIONS, MatrixAction, SpatialAction, SteerableAction, build_action
+from groupact.latent import MatrixAction, SpatialAction, SteerableAction, build_action
 
 #: every registered group with its default parameters, plus the C_n and shift variants whose
 #: actions take other code paths (bilinear C_3 / C_8, shifts by 4-pixel steps)

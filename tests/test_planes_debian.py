@@ -12,7 +12,7 @@ from PIL import Image
 from groupact.data.ac3d import find_texture, load_texture_atlas, read_ac
 from groupact.data.planes import (PosePairs, debian_model_files, load_planes,
                                   load_planes_debian, read_sky_crops)
-from groupact.data.render import composite, render
+from groupact.data.render import render
 from groupact.groups.rotations3d import axis_angle_to_matrix, haar_rotations
 from groupact.errors import DataError
 

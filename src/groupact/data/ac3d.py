@@ -105,7 +105,7 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
         pos += 1
 
     def read_object(rot: np.ndarray, loc: np.ndarray, skipped: bool) -> None:
-        nonlocal pos, offset
+        nonlocal pos
         if pos >= len(lines) or not lines[pos].strip().startswith("OBJECT"):
             raise DataError(f"{where(pos)}: expected an OBJECT line")
         kind = lines[pos].split()[1].lower() if len(lines[pos].split()) > 1 else "poly"
