@@ -216,9 +216,13 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int,
     va_idx = va_pool[_subset(len(va_pool), max_items, pick)]
     dev = splits.train.images.device
     tr_idx, va_idx, te_idx = tr_idx.to(dev), va_idx.to(dev), te_idx.to(dev)
-    turned = lambda part, idx, s: source.views(part, idx, torch.Generator().manual_seed(s),
-                                               device=dev)
-    upright = lambda part, idx: source.views(part, idx, None, device=dev)
+
+    def turned(part, idx: Tensor, s: int) -> Tensor:
+        return source.views(part, idx, torch.Generator().manual_seed(s), device=dev)
+
+    def upright(part, idx: Tensor) -> Tensor:
+        return source.views(part, idx, None, device=dev)
+
     view_sets = {"turned_train": turned(train, tr_idx, seed),
                  "upright_train": upright(train, tr_idx),
                  "turned_test": turned(splits.test, te_idx, seed + 1)}
