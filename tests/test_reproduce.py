@@ -316,6 +316,10 @@ def test_rows_of_runs_not_here_are_carried_from_the_ledger_and_said_so(tmp_path)
     # the values come back as they were written: nan, text, numbers
     again = [r for r in __import__("csv").DictReader(rows) if r["method"] == "ald"]
     assert {r["inv_error"] for r in again} == {"nan"}
+    # a fresh clone of a results folder has the ledger and no runs: the tables can still be made
+    shutil.rmtree(out / "runs")
+    assert main(["reproduce", "--tables-only", "--out", str(out)]) == 0
+    assert "Carried: 3 of the 3 runs" in (out / "RESULTS.md").read_text()
 
 
 # --- failures and Ctrl-C, with stand-in workers ------------------------------------------------

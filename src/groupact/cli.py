@@ -29,6 +29,7 @@ from groupact.nets import NETS, resolved_net_name
 from groupact.reproduce.plan import load_plan
 from groupact.reproduce.runner import reproduce
 from groupact.reproduce.pages import write_tables
+from groupact.reproduce.tables import LEDGER
 from groupact.runs import RUNS_ROOT, export_run, latest_run_dir, new_run_dir
 from groupact.train import resume_config, signal_name, train_run
 from groupact.transform import READOUTS, features_file, transform_file
@@ -341,9 +342,10 @@ def cmd_reproduce(args) -> int:
     if args.out is None:
         args.out = str(RUNS_ROOT / f"reproduce-{args.budget}")
     if args.tables_only:
-        if not (Path(args.out) / "runs").is_dir():
-            raise GroupactError(f"{args.out} holds no runs ({args.out}/runs); run `groupact "
-                                "reproduce` first, or point --out at its results folder")
+        if not (Path(args.out) / "runs").is_dir() and not (Path(args.out) / LEDGER).is_file():
+            raise GroupactError(f"{args.out} holds no runs ({args.out}/runs) and no ledger "
+                                f"({args.out}/{LEDGER}); run `groupact reproduce` first, or point "
+                                "--out at its results folder")
         paths = write_tables(Path(args.out), load_plan(args.plan))
         print(f"wrote {', '.join(str(p) for p in paths)}")
         return 0
