@@ -42,7 +42,10 @@ def header_lines(manifest: dict[str, Any], records: list[RunRecord]) -> tuple[li
         f"- Runs: {len(records)} evaluated, seeds {', '.join(map(str, seeds)) or '–'}; "
         f"compute, summed over the runs (one thread each): wall "
         f"{_duration(sum(compute)) if compute else 'unknown'}, CPU "
-        f"{_duration(sum(cpu)) if cpu else 'unknown'}",
+        f"{_duration(sum(cpu)) if cpu else 'unknown'}"
+        + (f" (not counted: {len(records) - len(compute)} runs whose time is not recorded, "
+           "e.g. rows carried from a ledger written before it kept the seconds)"
+           if len(compute) < len(records) else ""),
         f"- Machine: {mach.get('platform', 'unknown')}, {mach.get('cpus', '?')} CPUs, Python "
         f"{mach.get('python', '?')}, torch {mach.get('torch', '?')}",
         f"- Command: `{manifest.get('command', 'unknown')}` (plan: {manifest.get('plan', '?')})",
