@@ -11,7 +11,7 @@ from groupact.runs import RunPaths, export_run, load_run
 from groupact.train import train_run
 
 TINY = ["data.n_train=128", "data.n_val=32", "data.n_test=32", "train.epochs=1",
-        "train.progress=false", "eval.probe_steps=5", "eval.figures=false"]
+        "train.progress=false", "eval.probe_c=[0.01]", "eval.figures=false"]
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ VECTOR_C4 = ["model.net=conv2d-vector", "model.widths=[16]", "model.latent_dim=3
              "model.fibre=2", "model.action.kind=learned", "model.action.init=random",
              "loss.hom=1", "train.lr=0.01", "train.batch_size=16",
              "train.schedule=onecycle", "data.n_train=512", "data.n_val=64", "data.n_test=64",
-             "train.progress=false", "train.threads=1", "eval.probe_steps=5",
+             "train.progress=false", "train.threads=1", "eval.probe_c=[0.01]",
              "eval.figures=true", "eval.n_pairs=64"]
 
 

@@ -8,7 +8,7 @@ from groupact.errors import ConfigError
 from groupact.train.mask_gradients import flip_gradient
 
 TINY = ["data.n_train=128", "data.n_val=64", "data.n_test=64", "train.progress=false",
-        "eval.probe_steps=5", "train.epochs=0"]
+        "eval.probe_c=[0.01]", "train.epochs=0"]
 
 
 def _trainer(tmp_path, extra):

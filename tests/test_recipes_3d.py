@@ -26,7 +26,7 @@ def _cache(tmp_path_factory, monkeypatch):
 @pytest.mark.parametrize("recipe", sorted(TINY))
 def test_recipe_runs_end_to_end(recipe, tmp_path):
     cfg = load_config(recipe, TINY[recipe] + ["train.epochs=1", "train.batch_size=8",
-                                               "train.progress=false", "eval.probe_steps=5"])
+                                               "train.progress=false", "eval.probe_c=[0.01]"])
     trainer = train_run(cfg, tmp_path / "run", log=lambda *_: None)
     m = evaluate_run(tmp_path / "run", log=lambda *_: None)
     assert m["stand_in_data"] is True

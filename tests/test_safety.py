@@ -29,7 +29,7 @@ from groupact.io import (LOCK_NAME, FolderLock, folder_built_aside, load_checkpo
 from groupact.train import TRASH, train_run
 
 TINY = ["data.n_train=64", "data.n_val=32", "data.n_test=32", "train.epochs=1",
-        "train.batch_size=32", "train.progress=false", "train.threads=1", "eval.probe_steps=10"]
+        "train.batch_size=32", "train.progress=false", "train.threads=1", "eval.probe_c=[0.01]"]
 
 
 def quiet(*_args) -> None:

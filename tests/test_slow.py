@@ -54,7 +54,7 @@ def test_brain3d_so3_uses_the_rotation(tmp_path):
     about 0.1 (0.14 on adrenal3d-so3 at the recipe's default), where the old 8³ conv3d latent
     held only smooth features (0.005) and decoded blobs."""
     cfg = load_config("brain3d-so3", ["train.epochs=12", "train.progress=false",
-                                      "eval.figures=false", "eval.probe_steps=10"])
+                                      "eval.figures=false", "eval.probe_c=[0.01]"])
     train_run(cfg, tmp_path / "run", log=lambda *_: None)
     m = evaluate_run(tmp_path / "run", log=lambda *_: None)
     assert m["psnr"] > m["psnr_identity"] + 3.0, m
@@ -66,7 +66,7 @@ def test_rotmnist_so2_steerable_turns_by_any_angle(tmp_path):
     """The steerable polar-Fourier latent: sharp at every angle and equivariant to ≤ 0.05 (issue
     11's bar; measured ≈ 27.9 dB and 0.0014 after 9 epochs, docs/SO2.md). 8 epochs here."""
     cfg = load_config("rotmnist-so2", ["train.epochs=8", "train.progress=false",
-                                       "eval.figures=false", "eval.probe_steps=10"])
+                                       "eval.figures=false", "eval.probe_c=[0.01]"])
     train_run(cfg, tmp_path / "r", log=lambda *_: None)
     m = evaluate_run(tmp_path / "r", log=lambda *_: None)
     assert m["psnr"] > 25.0 and m["equiv_error"] < 0.05, m

@@ -12,7 +12,7 @@ from groupact.io import read_jsonl
 from groupact.train import train_run
 
 TINY = ["data.n_train=640", "data.n_val=128", "data.n_test=256", "train.progress=false",
-        "eval.probe_steps=20"]
+        "eval.probe_c=[0.01]"]
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ USER_NETS = textwrap.dedent('''
 
 TINY = ["--set", "data.n_train=640", "--set", "train.lr=0.003", "--set", "data.n_val=64", "--set", "data.n_test=64",
         "--set", "train.batch_size=32", "--set", "train.progress=false",
-        "--set", "eval.probe_steps=5", "--set", "eval.figures=false", "--set", "model.channels=8"]
+        "--set", "eval.probe_c=[0.01]", "--set", "eval.figures=false", "--set", "model.channels=8"]
 
 
 @pytest.fixture()
