@@ -136,9 +136,10 @@ def probe_accuracy(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tenso
     ytr = train_y.cpu().numpy()
     if np.unique(ytr).size < 2:                # one class: nothing to fit, predict it
         return ProbeFit(float(np.mean(test_y.cpu().numpy() == ytr[0])), None, True)
-    return fit_sklearn_probe(train_x.cpu().double().numpy(), ytr, val_x.cpu().double().numpy(),
-                             val_y.cpu().numpy(), test_x.cpu().double().numpy(),
-                             test_y.cpu().numpy(), list(settings.c_grid), settings.max_iter)
+    # fit_sklearn_probe standardises in float64 itself: no float64 copy here as well
+    return fit_sklearn_probe(train_x.cpu().numpy(), ytr, val_x.cpu().numpy(), val_y.cpu().numpy(),
+                             test_x.cpu().numpy(), test_y.cpu().numpy(), list(settings.c_grid),
+                             settings.max_iter)
 
 
 def split_features(z: Tensor, mask: Tensor) -> dict[str, Tensor]:
