@@ -105,6 +105,11 @@ def ledger_value(text: str) -> Any:
     return text
 
 
+def plan_kind(plan: Plan, method: str) -> tuple[str, bool]:
+    """(kind, probe_only) of a method or ablation the plan names."""
+    return ("ablation" if plan.is_ablation(method) else "method"), plan.entry(method).probe_only
+
+
 def carried_records(out: Path, plan: Plan | None, present: set[tuple[str, str, int]]
                     ) -> list[RunRecord]:
     """The ledger's rows for runs of the plan whose folders are not under ``out/runs``."""
@@ -132,8 +137,8 @@ def carried_records(out: Path, plan: Plan | None, present: set[tuple[str, str, i
                 if value is not None:
                     metrics[key[len("eval_"):] if key.startswith("eval_") and
                             key[len("eval_"):] in LEDGER_FIXED else key] = value
-            kind = "ablation" if plan.is_ablation(method) else "method"
-            records.append(RunRecord(dataset, method, kind, seed, plan.entry(method).probe_only,
+            kind, probe_only = plan_kind(plan, method)
+            records.append(RunRecord(dataset, method, kind, seed, probe_only,
                                      metrics, run_dir, as_number(ledger_value(row.get("seconds", ""))),
                                      as_number(ledger_value(row.get("cpu_seconds", ""))),
                                      carried=True))
@@ -157,8 +162,7 @@ def collect(out: Path, plan: Plan | None) -> list[RunRecord]:
         dataset, method = run_dir.parent.parent.name, run_dir.parent.name
         meta = read_run_meta(run_dir)
         if plan is not None and method in plan.names():
-            kind = "ablation" if plan.is_ablation(method) else "method"
-            probe_only = plan.entry(method).probe_only
+            kind, probe_only = plan_kind(plan, method)
         else:
             kind, probe_only = meta.get("kind", "method"), bool(meta.get("probe_only", False))
         records.append(RunRecord(dataset, method, kind, seed, probe_only, metrics, run_dir,
