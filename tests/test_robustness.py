@@ -919,8 +919,10 @@ def forked_results(workspace, tmp_path_factory) -> dict:
     cases.write_text(json.dumps([{"id": k, "argv": argv} for k, (argv, _) in BAD_INPUTS.items()]))
     runner = out / "runner.py"
     runner.write_text(RUNNER)
+    # a hang guard, not a speed bound: on a shared 2-core machine with two trainings beside it
+    # the table took over 600 s (session 8); quiet, it takes a small part of that
     p = subprocess.run([sys.executable, str(runner), str(cases), str(workspace), str(out)],
-                       capture_output=True, text=True, env=_env(), timeout=600)
+                       capture_output=True, text=True, env=_env(), timeout=1800)
     assert p.returncode == 0 and p.stderr == "", p.stderr
     return json.loads(p.stdout)
 
