@@ -15,7 +15,6 @@ import torch
 from groupact.errors import GroupactError
 from groupact.groups import (GROUPS, SO3, Contrast, CubeRotations, axis_angle_to_matrix,
                              build_group, matrix_to_axis_angle, rotate_images, rotation_angle)
-from groupact.groups.rotations3d import CUBE_TOLERANCE, rotate_volumes
 
 E_D, E_H, E_W = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
 
@@ -167,45 +166,17 @@ def test_so3_identity_action_returns_input():
 
 
 def test_so3_quarter_turns_match_rot90():
-    """The documented convention: +90° about d, h, w is rot90 from h→w, w→d, d→h — for the
-    trilinear resampling (to 1e-5) and for SO3's exact path for cube turns (bit for bit)."""
+    """The documented convention: +90° about d, h, w is rot90 from h→w, w→d, d→h."""
     so3 = SO3()
     x = torch.rand(1, 2, 6, 6, 6, generator=gen(6))
     for axis, dims in [(E_D, (-2, -1)), (E_H, (-1, -3)), (E_W, (-3, -2))]:
-        trilinear = rotate_volumes(x, turn(axis, 90))
-        assert torch.allclose(trilinear, torch.rot90(x, 1, dims=dims), atol=1e-5)
-        assert not torch.allclose(trilinear, torch.rot90(x, -1, dims=dims), atol=1e-2)
-        assert torch.equal(so3.act_image(x, turn(axis, 90)), torch.rot90(x, 1, dims=dims))
+        out = so3.act_image(x, turn(axis, 90))
+        assert torch.allclose(out, torch.rot90(x, 1, dims=dims), atol=1e-5)
+        assert not torch.allclose(out, torch.rot90(x, -1, dims=dims), atol=1e-2)
     # non-cubic volumes turn in voxel units: 90° about d on a 4×6×6 box is rot90 of each slice
     y = torch.rand(2, 1, 4, 6, 6, generator=gen(7))
     assert torch.allclose(so3.act_image(y, turn(E_D, 90).expand(2, 3, 3)),
                           torch.rot90(y, 1, dims=(-2, -1)), atol=1e-5)
-
-
-def test_so3_moves_cube_turns_exactly_and_everything_else_trilinearly(cube):
-    """SO3.act_image hands a batch of cube turns (within CUBE_TOLERANCE) on cubic volumes to the
-    exact voxel moves; any other batch is resampled, whole, as before."""
-    so3 = SO3()
-    x = torch.rand(24, 2, 5, 5, 5, generator=gen(40))
-    mats = cube.matrix(cube.elements())
-    assert torch.equal(so3.act_image(x, mats), cube.act_image(x, cube.elements()))
-    nudged = mats + 0.5 * CUBE_TOLERANCE
-    assert torch.equal(so3.act_image(x, nudged), cube.act_image(x, cube.elements()))
-    # one non-cube matrix in the batch, a box that is not a cube, or a matrix off by more than
-    # the tolerance: trilinear for the whole batch
-    mixed = torch.cat([mats[:3], turn(E_H, 30)])
-    assert torch.equal(so3.act_image(x[:4], mixed), rotate_volumes(x[:4], mixed))
-    box = torch.rand(24, 1, 4, 5, 5, generator=gen(41))
-    assert torch.equal(so3.act_image(box, mats), rotate_volumes(box, mats))
-    off = mats + 10 * CUBE_TOLERANCE
-    assert torch.equal(so3.act_image(x, off), rotate_volumes(x, off))
-    # a reflection (det −1) is no rotation: resampled, not looked up
-    flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))[None]
-    assert torch.equal(so3.act_image(x[:1], flip), rotate_volumes(x[:1], flip))
-    # a matrix with a gradient keeps it (the exact path has none to give)
-    g = mats[5:6].clone().requires_grad_(True)
-    so3.act_image(x[:1], g).sum().backward()
-    assert g.grad is not None
 
 
 def test_so3_about_d_axis_is_the_planar_turn_of_each_slice():
@@ -302,7 +273,7 @@ def test_cube_action_equals_so3_action(cube, n):
     g = cube.elements()
     x = torch.rand(24, 2, n, n, n, generator=gen(14))
     exact = cube.act_image(x, g)
-    assert torch.allclose(exact, rotate_volumes(x, cube.matrix(g)), atol=1e-5)
+    assert torch.allclose(exact, SO3().act_image(x, cube.matrix(g)), atol=1e-5)
     assert sum(torch.equal(exact[k], x[k]) for k in range(24)) == 1  # only the identity
 
 

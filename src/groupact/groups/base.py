@@ -163,8 +163,6 @@ def apply_grouped(x: Tensor, key: Tensor, n_values: int, fn) -> Tensor:
     samples: exact actions such as rot90, cube rotations and rolls take one element per call.
     """
     out = torch.empty_like(x)
-    if key.numel() and bool((key == key[0]).all()):   # one element for the whole batch (orbit
-        return out.copy_(fn(x, int(key[0])))            # averages): no gather and scatter
     for j in range(n_values):
         idx = (key == j).nonzero(as_tuple=True)[0]
         if idx.numel():

@@ -210,16 +210,7 @@ class SO3(Group):
         return _cube_matrices().to(device=device, dtype=torch.float32)
 
     def act_image(self, x, g):
-        """Trilinear turns; a batch of cubic volumes whose every matrix is a cube rotation (to
-        :data:`CUBE_TOLERANCE`) is moved exactly instead, voxel for voxel (:class:`CubeRotations`).
-
-        The exact path is what a 90° turn should give, and far cheaper: the orbit averages of the
-        invariant read-out and the orbit-pooled probes act with all 24 cube turns on every latent.
-        """
         self.check_input(x)
-        cube_idx = _cube_indices(g, x.shape[-3:])
-        if cube_idx is not None:
-            return _CUBE.act_image(x, cube_idx)
         return rotate_volumes(x, g)
 
     def matrix(self, g):
@@ -242,27 +233,6 @@ def _cube_matrices() -> Tensor:
             if torch.linalg.det(m) > 0:
                 mats.append(m)
     return torch.stack(mats)
-
-
-#: How far (largest entry) a matrix may be from a cube rotation for SO3.act_image to move voxels
-#: exactly: float32 quarter turns from axis–angle are off by ~4e-8 (cos 90°).
-CUBE_TOLERANCE = 1e-6
-
-
-def _cube_indices(g: Tensor, spatial: tuple[int, ...]) -> Tensor | None:
-    """The cube-group indices of (B, 3, 3) matrices when the volume is a cube and every matrix
-    is within :data:`CUBE_TOLERANCE` of a signed permutation with det +1; None otherwise."""
-    if (g.dim() != 3 or g.shape[0] == 0 or g.requires_grad
-            or not spatial[0] == spatial[1] == spatial[2]):
-        return None
-    rounded = g.detach().round()
-    if float((g.detach() - rounded).abs().amax()) > CUBE_TOLERANCE:
-        return None
-    if not bool(((rounded.abs().sum(-1) == 1) & (rounded.abs().sum(-2) == 1)).all()):
-        return None
-    if not bool((torch.linalg.det(rounded.double().cpu()) > 0).all()):
-        return None
-    return _CUBE.index_of(rounded)
 
 
 class CubeRotations(Group):
@@ -357,7 +327,3 @@ class CubeRotations(Group):
 
     def __repr__(self):
         return "CubeRotations()"
-
-
-#: The cube group SO3.act_image hands exact turns to.
-_CUBE = CubeRotations()
