@@ -919,10 +919,12 @@ def forked_results(workspace, tmp_path_factory) -> dict:
     cases.write_text(json.dumps([{"id": k, "argv": argv} for k, (argv, _) in BAD_INPUTS.items()]))
     runner = out / "runner.py"
     runner.write_text(RUNNER)
-    # a hang guard, not a speed bound: on a shared 2-core machine with two trainings beside it
-    # the table took over 600 s (session 8); quiet, it takes a small part of that
+    # One OpenMP thread in the runner: it forks a child per case, and a fork taken after torch's
+    # GNU OpenMP pool has started deadlocks the child's next parallel op (gomp_team_barrier_wait,
+    # seen under gdb in session 8: the table hung until the timeout).
     p = subprocess.run([sys.executable, str(runner), str(cases), str(workspace), str(out)],
-                       capture_output=True, text=True, env=_env(), timeout=1800)
+                       capture_output=True, text=True, env={**_env(), "OMP_NUM_THREADS": "1"},
+                       timeout=600)
     assert p.returncode == 0 and p.stderr == "", p.stderr
     return json.loads(p.stdout)
 
