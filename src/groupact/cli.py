@@ -117,8 +117,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "and index.html. See docs/REPRODUCE.md.")
     q.add_argument("--budget", default="quick",
                    help="quick (short schedules: about 4 hours on 2 CPU cores, 2 with "
-                        "--no-ablations; docs/REPRODUCE.md), full (the recipes' own settings) or tiny (seconds a run, for "
-                        "checks); default quick")
+                        "--no-ablations; docs/REPRODUCE.md), full (the recipes' own settings) "
+                        "or tiny (seconds a run, for checks); default quick")
     q.add_argument("--datasets", help="comma-separated dataset names (default: all)")
     q.add_argument("--methods", help="comma-separated method and/or ablation names (default: "
                                      "every method, plus the ablations)")
