@@ -124,7 +124,7 @@ def naive_loss(model: NaiveModel, x1, x2, ks):
     x_hat = model.decoder(zv1_rot + zi1)
     with torch.no_grad():  # the target branch: a full encoder + decoder pass
         z2 = model.encoder(x2)
-        _x2_rec = model.decoder(z2)
+        model.decoder(z2)  # computed and thrown away, as the naive script does
         zv2, zi2 = m.detach() * z2, (1 - m.detach()) * z2
     recon = F.mse_loss(x_hat, x2)
     inv = F.mse_loss(zi1, zi2)
