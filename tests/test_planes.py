@@ -265,6 +265,64 @@ def test_splits_by_plane_and_sky(splits):
     assert torch.cdist(tr, te).min() > 0  # test skies are unseen
 
 
+@pytest.mark.parametrize("labels", [np.arange(40) % 5, np.arange(10) % 5,
+                                    np.array([0] * 12 + [1] * 8), np.array([0] * 30 + [1, 2, 3]),
+                                    np.arange(7) % 5])
+def test_plane_split_is_stratified_by_class(labels):
+    from groupact.data.planes.splits import _cut, _cut_by_class
+    P = len(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    for seed in range(6):
+        tr, va, te = _cut_by_class(labels, 0.1, 0.2, torch.Generator().manual_seed(seed))
+        ref = _cut(P, 0.1, 0.2, torch.Generator().manual_seed(seed), "planes")
+        assert [len(x) for x in (tr, va, te)] == [len(x) for x in ref]  # the same split sizes
+        allp = torch.cat([tr, va, te])
+        assert sorted(allp.tolist()) == list(range(P))  # disjoint and complete
+        in_test = np.array([(labels[te.numpy()] == c).sum() for c in classes])
+        share = len(te) * counts / P
+        # proportional shares: a class with room for a test plane has one
+        assert np.all(np.abs(in_test - share) < 1 + 1e-9) and np.all(in_test >= np.floor(share))
+        for c, n in zip(classes, counts):
+            if n >= 2:
+                assert (labels[tr.numpy()] == c).any()  # and keeps a training plane
+    a = _cut_by_class(labels, 0.1, 0.2, torch.Generator().manual_seed(3))
+    b = _cut_by_class(labels, 0.1, 0.2, torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # seeded
+
+
+def test_the_default_planes_cover_every_family_in_test():
+    """The recipe's 40 planes: a plain random cut (split seed 0) tested only 3 of the 5 families."""
+    from groupact.data.planes.splits import _cut, _cut_by_class
+    labels = np.arange(40) % len(FAMILIES)
+    _, _, te = _cut_by_class(labels, 0.1, 0.2, torch.Generator().manual_seed(0))
+    assert set(labels[te.numpy()].tolist()) == set(range(len(FAMILIES)))
+    _, _, old = _cut(40, 0.1, 0.2, torch.Generator().manual_seed(0), "planes")
+    assert len(set(labels[old.numpy()].tolist())) < len(FAMILIES)  # what the stratification fixes
+
+
+def test_runs_trained_on_the_old_random_cut_keep_their_split_and_are_told_how():
+    """`data.stratify: false` gives 0.4.0's plane split back (its fingerprint, so older runs still
+    evaluate and resume); the fingerprint error names the key for planes runs only."""
+    import dataclasses
+    from groupact.config import DataConfig
+    from groupact.data import load_data, split_change_hint
+    from groupact.data.planes.splits import _cut
+    cfg = DataConfig(kind="planes", n_items=SMALL["n_planes"], n_poses=SMALL["n_poses"],
+                     size=SMALL["size"])
+    old = load_data(dataclasses.replace(cfg, stratify=False))
+    _, _, te = _cut(SMALL["n_planes"], 0.1, 0.2, torch.Generator().manual_seed(0), "planes")
+    assert sorted(set(old.test.extras["object"].tolist())) == te.tolist()
+    assert old.info["plane_split"] == "random"
+    new = load_data(cfg)
+    assert new.info["plane_split"] == "stratified by class"
+    if set(new.test.extras["object"].tolist()) != set(te.tolist()):
+        assert new.fingerprint() != old.fingerprint()
+    assert "stratify: false" in split_change_hint(cfg)
+    assert split_change_hint(dataclasses.replace(cfg, kind="planes-debian")) != ""
+    assert split_change_hint(dataclasses.replace(cfg, stratify=False)) == ""
+    assert split_change_hint(DataConfig(kind="mnist5k")) == ""
+
+
 def test_pose_pairs(splits):
     part = splits.train
     src = PosePairs()

@@ -123,3 +123,20 @@ def test_the_shipped_volume_and_contrast_models_meet_their_bars(name, bars, tmp_
            "ssim_over_identity": m["ssim"] - m["ssim_identity"]}
     for key, bar in bars.items():
         assert got[key] >= bar, (key, got)
+
+
+@pytest.mark.slow
+def test_the_shipped_planes_model_finds_the_split_it_was_trained_on(tmp_path, monkeypatch):
+    """pretrained/planes was trained on 0.4.0's random cut of the aircraft; its config says
+    `stratify: false`, so its data fingerprint still matches (needs the Debian packages)."""
+    from groupact.data import load_data
+    from groupact.data.planes.debian import debian_model_files
+    from groupact.errors import DataError
+    try:
+        debian_model_files()
+    except DataError as err:
+        pytest.skip(str(err))
+    monkeypatch.setenv("GROUPACT_CACHE", str(tmp_path / "cache"))
+    run = load_run(PRETRAINED / "planes")
+    assert run.cfg.data.stratify is False
+    assert load_data(run.cfg.data).fingerprint() == run.checkpoint["data_fingerprint"]

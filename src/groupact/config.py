@@ -54,6 +54,8 @@ class DataConfig:
     block_size: int = 7
     n_items: int | None = None     # generated datasets: how many subjects/shapes/planes
     n_poses: int = 100             # planes: rendered poses per plane
+    stratify: bool = True          # planes: each class gives its share of test/val planes
+    #                                (False: the plain random cut of groupact ≤ 0.4.0)
     cache_dir: str | None = None   # generated datasets: cache folder (default ~/.cache/groupact)
     heldout: list[str] | None = None  # brain3d: real brains whose deformed copies are the test split
 

@@ -84,7 +84,7 @@ def _composited(splits: Splits) -> Splits:
 def _planes(c: DataConfig) -> Splits:
     return _composited(load_planes(n_planes=c.n_items or 40, n_poses=c.n_poses,
                                    size=c.size or 64, split_seed=c.split_seed, mesh_dir=c.path,
-                                   cache_dir=c.cache_dir))
+                                   cache_dir=c.cache_dir, stratify=c.stratify))
 
 
 def _planes_debian(c: DataConfig) -> Splits:
@@ -94,7 +94,7 @@ def _planes_debian(c: DataConfig) -> Splits:
 
     return _composited(load_planes(n_planes=c.n_items, n_poses=c.n_poses, size=c.size or 64,
                                    split_seed=c.split_seed, cache_dir=c.cache_dir,
-                                   source="debian", log=log))
+                                   source="debian", stratify=c.stratify, log=log))
 
 
 #: kind → (loader, one-line description)
@@ -128,6 +128,15 @@ DATASETS.register("planes-debian", _planes_debian, "REAL aircraft on REAL skies 
 def register_dataset(kind: str, loader: Loader, description: str) -> None:
     """Make a loader available to recipes under ``data.kind``."""
     DATASETS.register(kind, loader, description)
+
+
+def split_change_hint(c: DataConfig) -> str:
+    """What to say when a run's split fingerprint no longer matches, where a groupact version
+    changed the split itself (so a user's older run is not taken for corrupt)."""
+    if c.kind in ("planes", "planes-debian") and c.stratify:
+        return ("; groupact 0.4.1 splits the planes stratified by class: a run trained by 0.4.0 "
+                "or before needs `stratify: false` under data: in its config.yaml")
+    return ""
 
 
 def load_data(cfg: DataConfig) -> Splits:

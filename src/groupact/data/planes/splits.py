@@ -1,4 +1,5 @@
-"""Planes and skies as train / val / test splits, split by plane and by sky photograph."""
+"""Planes and skies as train / val / test splits, split by plane (stratified by class) and by sky
+photograph."""
 
 from __future__ import annotations
 
@@ -29,6 +30,49 @@ def _cut(n: int, val_fraction: float, test_fraction: float, gen: torch.Generator
         perm[:n_test].sort().values
 
 
+def _quotas(counts: np.ndarray, total: int, caps: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """``total`` items shared among classes in proportion to ``counts`` (largest remainder, ties
+    broken at random by ``gen``), no class above its cap."""
+    share = total * counts / max(int(counts.sum()), 1)
+    out = np.minimum(np.floor(share).astype(np.int64), caps)
+    order = torch.randperm(len(counts), generator=gen).numpy()
+    # remaining units to the largest remainders first; a random order breaks ties
+    order = order[np.argsort(-(share - out)[order], kind="stable")]
+    while out.sum() < total and (out < caps).any():
+        for c in order:
+            if out.sum() < total and out[c] < caps[c]:
+                out[c] += 1
+    return out
+
+
+def _cut_by_class(labels: np.ndarray, val_fraction: float, test_fraction: float,
+                  gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Planes into train / val / test, STRATIFIED by class: the split sizes of :func:`_cut`, with
+    each class's planes shared out in proportion, so a split holds every class it has room for
+    (a random cut of 40 planes left two of five families out of the test planes, and a probe
+    scored there says little). Every class keeps a training plane where it has two or more."""
+    P = len(labels)
+    n_test = max(1, int(round(P * test_fraction)))
+    n_val = max(1, int(round((P - n_test) * val_fraction))) if val_fraction > 0 else 0
+    if P - n_test - n_val < 1:
+        raise DataError(f"{P} planes cannot be split into train/val/test; use at least 3")
+    classes, counts = np.unique(labels, return_counts=True)
+    spare = np.where(counts >= 2, counts - 1, counts)  # what a class can give up, keeping one
+    if spare.sum() < n_test + n_val:
+        spare = counts
+    t = _quotas(counts, n_test, spare, gen)
+    v = _quotas(counts - t, n_val, spare - t, gen)
+    parts: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
+    for c, k_test, k_val in zip(classes, t, v):
+        members = torch.from_numpy(np.nonzero(labels == c)[0])
+        members = members[torch.randperm(len(members), generator=gen)]
+        parts[2].append(members[:k_test])
+        parts[1].append(members[k_test:k_test + k_val])
+        parts[0].append(members[k_test + k_val:])
+    tr, va, te = (torch.cat(x).sort().values for x in parts)
+    return tr, va, te
+
+
 def _split_set(data: dict[str, Any], planes: Tensor, skies: Tensor) -> TensorSet:
     rgba = torch.from_numpy(np.ascontiguousarray(data["rgba"][planes.numpy()]))
     P, V = rgba.shape[:2]
@@ -49,12 +93,15 @@ def load_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed: in
                 test_fraction: float = 0.2, mesh_dir: str | Path | None = None,
                 sky_dir: str | Path | None = None, supersample: int = 2, cache: bool = True,
                 cache_dir: str | Path | None = None, source: str = "synthetic",
-                log=None) -> Splits:
+                stratify: bool = True, log=None) -> Splits:
     """Planes in the sky as train / val / test splits, split BY PLANE (and by sky).
 
     ``test_fraction`` of the planes (default 20 %) are test planes; ``val_fraction`` of the rest
-    (default 10 %) are validation planes. Skies are split the same way (when there are at least
-    3), so test pairs show unseen planes on unseen skies. Each split's ``images`` are the RGBA
+    (default 10 %) are validation planes. With ``stratify`` (the default) each class gives test
+    and validation planes in proportion to its size, so the recipe's 40 planes of 5 families test
+    every family; False is the plain random cut of groupact 0.4.0 and before, which runs trained
+    then need. Skies are split the same way (when there are at least 3), so test pairs show
+    unseen planes on unseen skies. Each split's ``images`` are the RGBA
     views (N = planes × n_poses, 4, H, W) with straight alpha, ``labels`` the family / class per
     view, and ``extras`` hold ``pose`` (N, 3, 3), ``object`` (N,) plane id, ``view`` (N,) pose
     index and ``skies`` (S_split, 3, H, W) floats. Models see 3-channel composites made by
@@ -113,7 +160,10 @@ def load_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed: in
     P = int(data["rgba"].shape[0])
     S = int(data["skies"].shape[0])
     gen = torch.Generator().manual_seed(int(split_seed))
-    tr, va, te = _cut(P, val_fraction, test_fraction, gen, "planes")
+    if stratify:
+        tr, va, te = _cut_by_class(np.asarray(data["labels"]), val_fraction, test_fraction, gen)
+    else:
+        tr, va, te = _cut(P, val_fraction, test_fraction, gen, "planes")
     if sky_groups is not None and len(np.unique(sky_groups)) >= 2:
         # whole photographs are held out: test crops come from a face no training crop shares;
         # validation crops are other crops of the training faces
@@ -141,6 +191,7 @@ def load_planes(n_planes: int = 40, n_poses: int = 100, size: int = 64, seed: in
     splits.info = {**info, "n_planes": P, "n_poses": int(data["rgba"].shape[1]),
                    "size": int(data["rgba"].shape[-1]), "seed": int(seed),
                    "split_seed": int(split_seed), "n_skies": S, "sky_split": sky_split,
+                   "plane_split": "stratified by class" if stratify else "random",
                    "planes": {"train": len(tr), "val": len(va), "test": len(te)},
                    "stored_channels": "RGBA (straight alpha)", "model_channels": 3,
                    "pose_convention": "view shows p = R v (x right, y up, z to viewer); "
