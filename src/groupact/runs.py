@@ -160,6 +160,24 @@ def latest_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
     return taken[-1]
 
 
+#: keys added with a default that changed what a run does, as (section, key, data kinds it matters
+#: for, the value a run trained before the key existed had): a saved config without the key reads
+#: as that value, so an older run still finds its data and `reproduce` sees it differs
+LEGACY_VALUES: tuple[tuple[str, str, frozenset[str], Any], ...] = (
+    ("data", "stratify", frozenset({"planes", "planes-debian"}), False),  # 0.4.1
+)
+
+
+def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config with :data:`LEGACY_VALUES` filled in where its keys are absent."""
+    out = dict(saved)
+    for section, key, kinds, value in LEGACY_VALUES:
+        part = out.get(section)
+        if isinstance(part, dict) and key not in part and part.get("kind") in kinds:
+            out[section] = {**part, key: value}
+    return out
+
+
 def read_run_config(run_dir: str | Path) -> Config:
     """The resolved config a run folder was trained with, or a CheckpointError saying why not."""
     paths = RunPaths(Path(run_dir))
@@ -173,8 +191,8 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir} is not a groupact run folder (no config.yaml); "
                               "give the folder `groupact train` wrote")
     try:
-        return from_dict(Config, load_yaml(read_text_file(paths.config, "run config"),
-                                           str(paths.config)))
+        saved = load_yaml(read_text_file(paths.config, "run config"), str(paths.config))
+        return from_dict(Config, with_legacy_values(saved) if isinstance(saved, dict) else saved)
     except ConfigError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{paths.config} is unreadable: {first}") from None
@@ -194,11 +212,12 @@ def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config dict with keys added since it was written filled in by their defaults.
 
-    So a run trained before a new key existed still matches its own config.yaml; a dict that no
-    longer parses is returned as it is (the comparison then names the keys).
+    So a run trained before a new key existed still matches its own config.yaml (a key whose
+    default changed behaviour reads as the old value, :data:`LEGACY_VALUES`); a dict that no longer
+    parses is returned as it is (the comparison then names the keys).
     """
     try:
-        return from_dict(Config, config).to_dict()
+        return from_dict(Config, with_legacy_values(config)).to_dict()
     except ConfigError:
         return config
 

@@ -130,15 +130,6 @@ def register_dataset(kind: str, loader: Loader, description: str) -> None:
     DATASETS.register(kind, loader, description)
 
 
-def split_change_hint(c: DataConfig) -> str:
-    """What to say when a run's split fingerprint no longer matches, where a groupact version
-    changed the split itself (so a user's older run is not taken for corrupt)."""
-    if c.kind in ("planes", "planes-debian") and c.stratify:
-        return ("; groupact 0.4.1 splits the planes stratified by class: a run trained by 0.4.0 "
-                "or before needs `stratify: false` under data: in its config.yaml")
-    return ""
-
-
 def load_data(cfg: DataConfig) -> Splits:
     """The splits a recipe's data section describes (``~`` in data.path is the user's home)."""
     loader = DATASETS.entry(cfg.kind).factory

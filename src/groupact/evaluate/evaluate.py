@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from groupact.config import SELECT_KEYS
-from groupact.data import batches, build_pair_source, fixed_pairs, load_data, split_change_hint
+from groupact.data import batches, build_pair_source, fixed_pairs, load_data
 from groupact.distributed import resolve_device
 from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, ssim
@@ -190,8 +190,7 @@ def _checked_splits(run, heldout: list[str] | None):
     splits = load_data(cfg.data)
     if splits.fingerprint() != run.checkpoint.get("data_fingerprint"):
         raise CheckpointError(f"the data for {run.paths.root} differs from the data it was trained "
-                              "on (split fingerprint); check data.path and the package versions"
-                              + split_change_hint(cfg.data))
+                              "on (split fingerprint); check data.path and the package versions")
     if heldout:
         other = load_data(dataclasses.replace(cfg.data, heldout=list(heldout)))
         splits = type(splits)(splits.train, splits.val, other.test, info=other.info)

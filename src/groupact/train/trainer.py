@@ -27,7 +27,7 @@ from torch import Tensor
 from groupact.build import group_from_config, model_from_config
 from groupact.config import Config, TrainConfig, check_ranges, save_config
 from groupact.data import PairBatch, Splits, TensorSet, batches, build_pair_source, fixed_pairs, \
-    load_data, slice_pairs, split_change_hint
+    load_data, slice_pairs
 from groupact.distributed import Comm
 from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
@@ -189,8 +189,7 @@ class Trainer:
         check_net_version(state, self.model, self.paths.last)
         if state.get("data_fingerprint") != self.splits.fingerprint():
             raise CheckpointError("the checkpoint was trained on other data (split fingerprint "
-                                  "differs); resume with the run's own config.yaml"
-                                  + split_change_hint(self.cfg.data))
+                                  "differs); resume with the run's own config.yaml")
         try:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
