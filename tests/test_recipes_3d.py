@@ -42,6 +42,33 @@ def test_recipe_runs_end_to_end(recipe, tmp_path):
         assert tuple(x.shape[1:]) == trainer.splits.image_shape
 
 
+def test_a_planes_run_from_before_stratify_resumes_and_evaluates_on_its_own_split(tmp_path):
+    """A 0.4.0 planes run (random plane cut; no `data.stratify` in its config.yaml or in its
+    checkpoints) reads as `stratify: false` everywhere a saved config is read: it resumes without
+    a "different config" refusal and evaluates on the data it was trained on."""
+    import yaml
+    from groupact.io import load_checkpoint, save_checkpoint
+    from groupact.train import resume_config
+    run = tmp_path / "run"
+    cfg = load_config("planes-so3", TINY["planes-so3"] + [
+        "data.stratify=false", "train.epochs=1", "train.batch_size=8", "train.progress=false",
+        "eval.probe_c=[0.01]"])
+    train_run(cfg, run, log=lambda *_: None)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["data"]["stratify"]                                # as 0.4.0 wrote it
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    for pt in (run / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(pt)
+        del state["config"]["data"]["stratify"]
+        save_checkpoint(pt, state)
+    again = resume_config(run, overrides=["train.epochs=2"])
+    assert again.data.stratify is False
+    trainer = train_run(again, run, resume=True, log=lambda *_: None)
+    assert trainer.epoch == 2
+    m = evaluate_run(run, log=lambda *_: None)
+    assert m["n_pairs"] > 0 and m["psnr"] == m["psnr"]
+
+
 def test_cube_latent_action_is_exact_through_a_3d_model():
     """With the cube group, acting on the latent of a volume is exact: Φ_a Φ_b = Φ_ab."""
     cfg = load_config("adrenal3d-so3", ["group.name=cube"])

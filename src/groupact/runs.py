@@ -168,14 +168,17 @@ LEGACY_VALUES: tuple[tuple[str, str, frozenset[str], Any], ...] = (
 )
 
 
-def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved run config with :data:`LEGACY_VALUES` filled in where its keys are absent."""
-    out = dict(saved)
-    for section, key, kinds, value in LEGACY_VALUES:
-        part = out.get(section)
-        if isinstance(part, dict) and key not in part and part.get("kind") in kinds:
-            out[section] = {**part, key: value}
-    return out
+def saved_config(saved: Any) -> Config:
+    """The Config of a dict a run saved (its config.yaml or a checkpoint's ``config``), keys added
+    since it was written filled in: by :data:`LEGACY_VALUES` where the default changed what a run
+    does, by their defaults otherwise. Every reader of a saved config goes through here."""
+    if isinstance(saved, dict):
+        saved = dict(saved)
+        for section, key, kinds, value in LEGACY_VALUES:
+            part = saved.get(section)
+            if isinstance(part, dict) and key not in part and part.get("kind") in kinds:
+                saved[section] = {**part, key: value}
+    return from_dict(Config, saved)
 
 
 def read_run_config(run_dir: str | Path) -> Config:
@@ -191,8 +194,8 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir} is not a groupact run folder (no config.yaml); "
                               "give the folder `groupact train` wrote")
     try:
-        saved = load_yaml(read_text_file(paths.config, "run config"), str(paths.config))
-        return from_dict(Config, with_legacy_values(saved) if isinstance(saved, dict) else saved)
+        return saved_config(load_yaml(read_text_file(paths.config, "run config"),
+                                      str(paths.config)))
     except ConfigError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{paths.config} is unreadable: {first}") from None
@@ -217,7 +220,7 @@ def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     parses is returned as it is (the comparison then names the keys).
     """
     try:
-        return from_dict(Config, with_legacy_values(config)).to_dict()
+        return saved_config(config).to_dict()
     except ConfigError:
         return config
 

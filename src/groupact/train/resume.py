@@ -8,7 +8,7 @@ from typing import Any
 from groupact.config import Config, from_dict, load_config, merge, parse_override
 from groupact.errors import CheckpointError, ConfigError
 from groupact.io import load_checkpoint, read_jsonl
-from groupact.runs import RunPaths, config_differences, read_run_config
+from groupact.runs import RunPaths, config_differences, read_run_config, saved_config
 
 #: config keys a resumed run may change: how long and where it trains, never what it learns
 RESUMABLE_KEYS = frozenset({
@@ -27,7 +27,7 @@ def check_resume_config(saved: dict[str, Any] | None, cfg: Config) -> None:
     if saved is None:
         return
     try:
-        saved_cfg = from_dict(Config, saved)  # fills keys an older groupact did not write
+        saved_cfg = saved_config(saved)  # fills keys an older groupact did not write
     except ConfigError as e:
         raise CheckpointError(f"the checkpoint's config is not one this groupact reads: {e}")
     diffs = config_differences(saved_cfg.to_dict(), cfg.to_dict())
