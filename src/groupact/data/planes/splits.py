@@ -19,12 +19,18 @@ from groupact.data.planes.views import generate_planes, load_planes_folder
 from groupact.errors import DataError
 
 
-def _cut(n: int, val_fraction: float, test_fraction: float, gen: torch.Generator,
-         what: str) -> tuple[Tensor, Tensor, Tensor]:
+def _split_sizes(n: int, val_fraction: float, test_fraction: float, what: str) -> tuple[int, int]:
+    """(n_test, n_val) of ``n`` items: test_fraction of them, val_fraction of the rest."""
     n_test = max(1, int(round(n * test_fraction)))
     n_val = max(1, int(round((n - n_test) * val_fraction))) if val_fraction > 0 else 0
     if n - n_test - n_val < 1:
         raise DataError(f"{n} {what} cannot be split into train/val/test; use at least 3")
+    return n_test, n_val
+
+
+def _cut(n: int, val_fraction: float, test_fraction: float, gen: torch.Generator,
+         what: str) -> tuple[Tensor, Tensor, Tensor]:
+    n_test, n_val = _split_sizes(n, val_fraction, test_fraction, what)
     perm = torch.randperm(n, generator=gen)
     return perm[n_test + n_val:].sort().values, perm[n_test:n_test + n_val].sort().values, \
         perm[:n_test].sort().values
@@ -51,11 +57,7 @@ def _cut_by_class(labels: np.ndarray, val_fraction: float, test_fraction: float,
     each class's planes shared out in proportion, so a split holds every class it has room for
     (a random cut of 40 planes left two of five families out of the test planes, and a probe
     scored there says little). Every class keeps a training plane where it has two or more."""
-    P = len(labels)
-    n_test = max(1, int(round(P * test_fraction)))
-    n_val = max(1, int(round((P - n_test) * val_fraction))) if val_fraction > 0 else 0
-    if P - n_test - n_val < 1:
-        raise DataError(f"{P} planes cannot be split into train/val/test; use at least 3")
+    n_test, n_val = _split_sizes(len(labels), val_fraction, test_fraction, "planes")
     classes, counts = np.unique(labels, return_counts=True)
     spare = np.where(counts >= 2, counts - 1, counts)  # what a class can give up, keeping one
     if spare.sum() < n_test + n_val:
