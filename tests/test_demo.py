@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -211,8 +212,14 @@ def served():
     server.server_close()
 
 
+def api_url(url: str, path: str) -> str:
+    """``path`` on the server whose printed address (with its token) is ``url``."""
+    base, _, query = url.partition("?")
+    return f"{base}{path}?{query}"
+
+
 def _post(url: str, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(url + "api/render", data=body,
+    req = urllib.request.Request(api_url(url, "api/render"), data=body,
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -225,7 +232,7 @@ def test_server_serves_the_page_its_info_and_answers(served):
     app, url = served
     with urllib.request.urlopen(url, timeout=30) as r:
         assert r.status == 200 and b"groupact demo" in r.read()
-    with urllib.request.urlopen(url + "api/info", timeout=30) as r:
+    with urllib.request.urlopen(api_url(url, "api/info"), timeout=30) as r:
         info = json.loads(r.read())
     assert info["group"] == "so2" and len(info["examples"]) == 16
     status, answer = _post(url, json.dumps({"example": 2, "g": "45"}).encode())
@@ -235,12 +242,12 @@ def test_server_serves_the_page_its_info_and_answers(served):
     status, answer = _post(url, json.dumps({"example": 0, "g": "x"}).encode())
     assert status == 400 and "takes an angle in degrees" in answer["error"]
     with pytest.raises(urllib.error.HTTPError):
-        urllib.request.urlopen(url + "nowhere", timeout=30)
+        urllib.request.urlopen(api_url(url, "nowhere"), timeout=30)
 
 
 def test_a_busy_port_is_a_one_line_error(served):
     _, url = served
-    port = int(url.rsplit(":", 1)[1].strip("/"))
+    port = urllib.parse.urlsplit(url).port
     with pytest.raises(GroupactError, match="cannot listen on 127.0.0.1:.*another --port"):
         make_server(served[0], "127.0.0.1", port)
 

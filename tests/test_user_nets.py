@@ -54,23 +54,24 @@ def test_a_user_net_trains_resumes_evaluates_transforms_and_exports(user_file, t
     assert cfg["model"]["net"] == f"{user_file}:make_pair"       # recorded with its full path
     monkeypatch.chdir(tmp_path)                                  # the other commands, elsewhere
     assert main(["train", "--resume", "--run-dir", str(run), "--set", "train.epochs=4",
-                 "--no-eval"]) == 0
+                 "--no-eval", "--trust-code"]) == 0                # the run's net is code
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
-    assert main(["evaluate", str(run), "--out", str(tmp_path / "e"), "--no-figures"]) == 0
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "e"), "--no-figures",
+                 "--trust-code"]) == 0
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["psnr"] > m["psnr_identity"]
     digit = load_mnist5k(10, 10, 10).test.images[0, 0].numpy()
     np.save(tmp_path / "d.npy", digit)
     assert main(["transform", str(run), "--input", str(tmp_path / "d.npy"), "--g", "90",
-                 "--output", str(tmp_path / "t.npy")]) == 0
+                 "--output", str(tmp_path / "t.npy"), "--trust-code"]) == 0
     assert np.load(tmp_path / "t.npy").shape == (1, 28, 28)
     np.save(tmp_path / "three.npy", np.stack([digit] * 3))         # (N, H, W)
     assert main(["features", str(run), "--input", str(tmp_path / "three.npy"),
-                 "--output", str(tmp_path / "f.npy")]) == 0
+                 "--output", str(tmp_path / "f.npy"), "--trust-code"]) == 0
     assert np.load(tmp_path / "f.npy").shape[0] == 3
-    assert main(["export", str(run), str(tmp_path / "shared")]) == 0
+    assert main(["export", str(run), str(tmp_path / "shared"), "--trust-code"]) == 0
     assert main(["evaluate", str(tmp_path / "shared"), "--out", str(tmp_path / "e2"),
-                 "--no-figures", "--no-probes"]) == 0
+                 "--no-figures", "--no-probes", "--trust-code"]) == 0
     m2 = json.loads((tmp_path / "e2" / "metrics.json").read_text())
     assert m2["psnr"] == m["psnr"]
 

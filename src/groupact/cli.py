@@ -17,7 +17,7 @@ from pathlib import Path
 import groupact
 from groupact.config import config_yaml, load_config, read_recipe, recipe_names
 from groupact.data import DATASETS
-from groupact.demo import DemoApp, make_server, url_of
+from groupact.demo import DemoApp, is_loopback, make_server, url_of
 from groupact.distributed import init_from_env, launched_by_torchrun
 from groupact.errors import GroupactError
 from groupact.evaluate.evaluate import evaluate_run
@@ -35,6 +35,9 @@ from groupact.train import resume_config, signal_name, train_run
 from groupact.transform import READOUTS, features_file, transform_file
 
 EXIT_USER_ERROR = 2
+#: --trust-code's help: a run folder's own net is code, run only with the user's consent
+TRUST_HELP = ("load a run whose model.net names code outside groupact (FILE.py:FACTORY or "
+              "MODULE:FACTORY): that code runs; use only on runs you trust")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="replace an existing run (only a folder groupact wrote; the old run is "
                         "kept until the new one has its first checkpoint)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    t.add_argument("--trust-code", action="store_true",
+                   help=TRUST_HELP + " (--resume; not needed when the recipe or --set names "
+                                     "the same net)")
 
     e = sub.add_parser("evaluate", help="evaluate a run folder with the fixed protocol",
                        description="Write RUN_DIR/eval/metrics.json, summary.md and figures.")
@@ -88,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                         "`apt-get install mricron-data insighttoolkit5-examples`); writes "
                         "RUN_DIR/eval-heldout unless --out")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     x = sub.add_parser("transform", help="transform an image through the latent space",
                        description="Write D(Φ_g(E(x))) for an input image; with --orbit N, a "
@@ -103,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="PNG output: scale up S× by pixel repetition (default: to at least "
                         "112 pixels a side); .npy output is never scaled")
     x.add_argument("--output", required=True, help="output PNG")
+    x.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     r = sub.add_parser("report", help="one Markdown table of several evaluated runs",
                        description="Tabulate RUN_DIR/eval/metrics.json of each run folder.")
@@ -152,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--output", required=True, help="output .npy")
     f.add_argument("--readout", choices=list(READOUTS),
                    help="which features (default: the run's model.readout)")
+    f.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     xp = sub.add_parser("export", help="a small copy of a trained run for sharing (weights only)",
                         description="Copy RUN_DIR's config, data provenance, log and best weights "
@@ -160,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "accept the copy, `train --resume` does not.")
     xp.add_argument("run_dir")
     xp.add_argument("out_dir")
+    xp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     dm = sub.add_parser("demo", help="an interactive local page: turn images through a run",
                         description="Serve a page (on this machine, offline) where you pick, "
@@ -173,9 +183,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="example images: an image file or an (N, …) .npy (default: the first "
                          "16 of the run's test split, loaded as training loads it)")
     dm.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only)")
+                    help="address to listen on (default 127.0.0.1: this machine only; another "
+                         "address serves the page to the network, to whoever has the printed "
+                         "address with its token)")
     dm.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
     dm.add_argument("--open", action="store_true", help="open the page in a web browser")
+    dm.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     i = sub.add_parser("info", help="list recipes, datasets, groups, networks and actions; "
                                     "with a recipe, its description and resolved config",
@@ -204,7 +217,8 @@ def _train(args, comm) -> int:
             raise GroupactError("--resume needs --run-dir RUN_DIR (or the recipe, for runs/RECIPE)")
         run_dir = (Path(args.run_dir) if args.run_dir
                    else latest_run_dir(load_config(args.recipe).name))
-        cfg = comm.run_on_main(lambda: resume_config(run_dir, args.recipe, args.overrides))
+        cfg = comm.run_on_main(lambda: resume_config(run_dir, args.recipe, args.overrides,
+                                                     trust_code=args.trust_code))
     else:
         if args.recipe is None:
             raise GroupactError("give a recipe to train (see `groupact info`), or --resume "
@@ -225,8 +239,8 @@ def _train(args, comm) -> int:
             print(f"groupact: stopped by {signal_name(trainer.stopped_by)}; checkpoint saved; "
                   f"resume with: groupact train --resume --run-dir {run_dir}", file=sys.stderr)
         return 128 + trainer.stopped_by
-    if not args.no_eval and comm.is_main:
-        m = evaluate_run(run_dir)
+    if not args.no_eval and comm.is_main:   # its net: named here, or trusted by --resume's check
+        m = evaluate_run(run_dir, trust_code=True)
         print(f"{cfg.name}: test PSNR {m['psnr']:.2f} dB (do nothing {m['psnr_identity']:.2f}), "
               f"SSIM {m['ssim']:.3f}; mask {m['mask_fraction']:.2f} variant; "
               f"report {run_dir / 'eval' / 'summary.md'}")
@@ -237,7 +251,8 @@ def cmd_evaluate(args) -> int:
     heldout = [n.strip() for n in args.heldout.split(",") if n.strip()] if args.heldout else None
     m = evaluate_run(args.run_dir, args.out, device=args.device,
                      figures_on=False if args.no_figures else None, heldout=heldout,
-                     probes_on=False if args.no_probes else None, n_pairs=args.pairs)
+                     probes_on=False if args.no_probes else None, n_pairs=args.pairs,
+                     trust_code=args.trust_code)
     print(f"test PSNR {m['psnr']:.2f} dB (do nothing {m['psnr_identity']:.2f}), "
           f"SSIM {m['ssim']:.3f}")
     return 0
@@ -247,13 +262,14 @@ def cmd_transform(args) -> int:
     if (args.g is None) == (args.orbit is None):
         raise GroupactError("give exactly one of --g VALUE or --orbit N")
     transform_file(args.run_dir, args.input, args.output, g=args.g, orbit=args.orbit,
-                   scale=args.scale)
+                   scale=args.scale, trust_code=args.trust_code)
     print(f"wrote {args.output}")
     return 0
 
 
 def cmd_features(args) -> int:
-    feats = features_file(args.run_dir, args.input, args.output, args.readout)
+    feats = features_file(args.run_dir, args.input, args.output, args.readout,
+                          trust_code=args.trust_code)
     print(f"wrote {args.output}: {feats.shape[0]} × {feats.shape[1]} features")
     return 0
 
@@ -261,9 +277,13 @@ def cmd_features(args) -> int:
 def cmd_demo(args) -> int:
     if not 0 <= args.port <= 65535:
         raise GroupactError(f"--port takes 0 to 65535; got {args.port}")
-    app = DemoApp.from_run_dir(args.run_dir, args.examples)
+    app = DemoApp.from_run_dir(args.run_dir, args.examples, trust_code=args.trust_code)
     server = make_server(app, args.host, args.port)
     url = url_of(server)
+    if not is_loopback(args.host):
+        print(f"groupact: warning: --host {args.host} serves the page beyond this machine; "
+              "anyone who can reach it and has the address below (its token) can use it",
+              file=sys.stderr, flush=True)
     print(f"groupact demo: {args.run_dir} at {url} (Ctrl-C stops it)", flush=True)
     if args.open:
         import webbrowser
@@ -278,7 +298,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_export(args) -> int:
-    out = export_run(args.run_dir, Path(args.out_dir))
+    out = export_run(args.run_dir, Path(args.out_dir), trust_code=args.trust_code)
     sums = out / "SHA256SUMS"
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported {args.run_dir} to {out} ({size / 1e6:.2f} MB); checksums in {sums}")

@@ -21,6 +21,7 @@ from groupact.errors import CheckpointError, ConfigError
 from groupact.io import (LOCK_NAME, TEMP_GLOB, FolderLock, atomic_copy, folder_built_aside,
                          load_checkpoint, save_checkpoint, write_checksums)
 from groupact.model import GroupActionAutoencoder
+from groupact.nets import check_trusted_net
 
 
 @dataclass
@@ -251,12 +252,17 @@ def check_net_version(state: dict[str, Any], model: GroupActionAutoencoder,
 
 
 def load_run(run_dir: str | Path, which: str = "best",
-             device: str | torch.device = "cpu") -> LoadedRun:
-    """The config and trained model of ``run_dir`` (``which``: best or last checkpoint)."""
+             device: str | torch.device = "cpu", trust_code: bool = False) -> LoadedRun:
+    """The config and trained model of ``run_dir`` (``which``: best or last checkpoint).
+
+    A run whose ``model.net`` names code outside groupact's registry is refused unless
+    ``trust_code``: loading it would import and run that code (see docs/GUARANTEES.md).
+    """
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', not {which!r}")
     paths = RunPaths(Path(run_dir))
     cfg = read_run_config(run_dir)
+    check_trusted_net(cfg.model.net, trust_code, str(paths.config))
     ckpt_path = paths.best if which == "best" else paths.last
     if not ckpt_path.is_file():
         raise CheckpointError(f"{run_dir} has no checkpoints/{ckpt_path.name}; train it first "
@@ -289,16 +295,17 @@ EXPORT_KEYS = ("format", "model", "epoch", "best_epoch", "best_val", "config", "
                "input_shape", "pixel_range")
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, trust_code: bool = False) -> Path:
     """A small copy of a trained run that `evaluate` and `transform` accept, but that cannot resume.
 
     Keeps config.yaml, data.json, metrics.jsonl, the evaluation's eval/metrics.json and
     eval/summary.md when the run has them (a shared model travels with its numbers; the figures
     stay behind: `groupact evaluate` on the copy draws them again) and the best checkpoint's
     weights (no optimiser state, RNG or partial sums: about a third of the size).
+    ``trust_code``: as in :func:`load_run` (the copy names the same net, so it asks again).
     """
 
-    run = load_run(run_dir)   # every check `evaluate` makes, before anything is written
+    run = load_run(run_dir, trust_code=trust_code)   # every check `evaluate` makes, first
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise CheckpointError(f"{out_dir} exists and is not an empty folder; choose another "

@@ -141,11 +141,12 @@ def labelled_strip(tiles: np.ndarray, labels: list[str] | None, scale: int) -> n
 
 def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Path,
                    g: str | None = None, orbit: int | None = None,
-                   scale: int | None = None) -> Tensor:
+                   scale: int | None = None, trust_code: bool = False) -> Tensor:
     """Write D(Φ_g(E x)) (or an orbit strip: input, then N elements) to ``output``.
 
     ``.npy`` holds the model's output as it is; a PNG is scaled up ``scale``× (default: to at
     least :data:`MIN_TILE` pixels a side) and an orbit strip is labelled with each element.
+    ``trust_code``: as in :func:`groupact.runs.load_run`.
     """
     output = Path(output)
     check_output(output, [Path(input_path)], TRANSFORM_SUFFIXES)
@@ -153,7 +154,7 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
         raise GroupactError(f"--orbit takes N from 1 to {MAX_ORBIT}; got {orbit}")
     if scale is not None and not 1 <= scale <= 32:
         raise GroupactError(f"--scale takes a factor from 1 to 32; got {scale}")
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_code=trust_code)
     model, group = run.model, run.model.group
     x = read_input(input_path, run.input_shape)
     labels = None
@@ -222,12 +223,12 @@ def latent_features(model, x: Tensor, readout: str, batch: int = 256) -> Tensor:
 
 
 def features_file(run_dir: str | Path, input_path: str | Path, output: str | Path,
-                   readout: str | None = None) -> Tensor:
+                   readout: str | None = None, trust_code: bool = False) -> Tensor:
     """Write the (N, F) float32 features of the input images to ``output`` (.npy); ``readout``
-    defaults to the run's ``model.readout``."""
+    defaults to the run's ``model.readout``; ``trust_code`` as in :func:`~groupact.runs.load_run`."""
     output = Path(output)
     check_output(output, [Path(input_path)], (".npy",))
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_code=trust_code)
     x = read_batch(input_path, run.input_shape)
     if len(x) == 0:
         raise DataError(f"{input_path} holds no images; give at least one")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,14 @@ MIN_SIDE = 168
 MIN_SIDE_VOLUME = 112
 #: an upload is refused above this many bytes (a drawn digit is a few kB)
 MAX_UPLOAD = 8 << 20
+#: ... and above this many pixels, read from its header before it is decoded (a small PNG can
+#: claim gigapixels: a decompression bomb)
+MAX_UPLOAD_PIXELS = 4096 * 4096
+#: what a render request may hold, and the type of each (None: absent)
+REQUEST_KEYS = {"example": int, "swap": int, "element": int, "g": str, "upload": str,
+                "swap_upload": str}
+#: the longest ``g`` text a request may send
+MAX_G_TEXT = 200
 
 VARIANT_RGB = (0.84, 0.15, 0.16)    # matplotlib's tab:red, as the figures colour z_v
 INVARIANT_RGB = (0.12, 0.47, 0.71)  # tab:blue, z_i
@@ -134,9 +144,16 @@ def read_upload(data_url: str, input_shape: tuple[int, ...]) -> Tensor:
     if len(body) > MAX_UPLOAD * 4 // 3:
         raise DataError(f"the upload is over {MAX_UPLOAD >> 20} MB; use a smaller image")
     try:
-        im = Image.open(io.BytesIO(base64.b64decode(body, validate=True)))
-        im.load()
-    except (ValueError, UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(base64.b64decode(body, validate=True)))
+            if im.width * im.height > MAX_UPLOAD_PIXELS:
+                raise DataError(f"the upload is {im.width}×{im.height} pixels, over "
+                                f"{MAX_UPLOAD_PIXELS:,}; use a smaller image")
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError("the upload is too large to decode safely; use a smaller image") from None
+    except (ValueError, UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"cannot read the upload as an image: {exc.__class__.__name__}") from None
     c, h, w = input_shape
     im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.LANCZOS)
@@ -159,6 +176,7 @@ class DemoApp:
         self.examples = examples
         self.targets, self.occluded = targets, occluded
         self.name = name or run.cfg.name
+        self.controls = controls_for(self.group)
         #: why there are no examples, when there are none
         self.note = note
         self.volume = len(run.input_shape) == 4
@@ -172,11 +190,12 @@ class DemoApp:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, examples: str | Path | None = None,
-                     log=print) -> "DemoApp":
+                     log=print, trust_code: bool = False) -> "DemoApp":
         """The run, with examples from a file (``--examples``: an image or an (N, …) .npy) or
         from the run's own test split (loaded as training loads it, cached after the first;
-        shown as the model sees them: with blocked MNIST's block, a plane on its sky)."""
-        run = load_run(run_dir)
+        shown as the model sees them: with blocked MNIST's block, a plane on its sky);
+        ``trust_code`` as in :func:`~groupact.runs.load_run`."""
+        run = load_run(run_dir, trust_code=trust_code)
         note, targets, occluded = "", None, bool(run.cfg.data.block_prob > 0)
         if examples is not None:
             x = read_batch(examples, run.input_shape)
@@ -210,7 +229,7 @@ class DemoApp:
         return {
             "run": self.name, "recipe": self.run.cfg.name, "group": self.group.name,
             "input_shape": list(self.run.input_shape), "volume": self.volume,
-            "controls": controls_for(self.group), "has_truth": self.has_truth,
+            "controls": self.controls, "has_truth": self.has_truth,
             "examples": [self._picture(self.examples[i:i + 1])["slices"]
                          for i in range(len(self.examples))],
             "note": self.note, "channels": int(mask.numel()), "variant": int(mask.sum()),
@@ -218,20 +237,67 @@ class DemoApp:
         }
 
     def element(self, request: dict[str, Any]) -> Tensor:
-        """The request's g: an index into a finite group's elements, or text as --g takes it."""
+        """The request's g: an index into a finite group's elements, or text as --g takes it
+        (with sliders, within the ranges they offer)."""
         if request.get("element") is not None:
             elements = self.group.elements()
-            k = int(request["element"])
+            k = request["element"]
             if elements is None or not 0 <= k < len(elements):
                 raise GroupactError(f"element {k} is not an index of group '{self.group.name}'")
             return elements[k:k + 1]
-        return parse_element(self.group, str(request.get("g", "")))
+        text = request.get("g") or ""
+        if len(text) > MAX_G_TEXT:
+            raise GroupactError(f"g is {len(text)} characters long; the page sends a few numbers")
+        g = parse_element(self.group, text)
+        self._check_slider_ranges(text)
+        return g
+
+    def _check_slider_ranges(self, text: str) -> None:
+        """Refuse values the page's sliders cannot send (an angle of 1e300°, an axis of 1e200):
+        one number per slider, in the format's order, each within its slider's range."""
+        c = self.controls
+        if c["kind"] != "sliders":
+            return
+        names = re.findall(r"\{(\w+)\}", c["format"])
+        parts = text.split(",")
+        if len(parts) != len(names):
+            raise GroupactError(f"g takes {len(names)} numbers ({', '.join(names)}), as the "
+                                f"page's sliders send them; got {text[:40]!r}")
+        ranges = {s["name"]: (s["min"], s["max"]) for s in c["sliders"]}
+        for name, part in zip(names, parts):
+            try:
+                value = float(part)
+            except ValueError:
+                raise GroupactError(f"g's {name} must be a plain number; got {part[:20]!r}") \
+                    from None
+            lo, hi = ranges[name]
+            if not (math.isfinite(value) and lo - 1e-9 <= value <= hi + 1e-9):
+                raise GroupactError(f"g's {name} is {value:g}; the page's slider goes from "
+                                    f"{lo:g} to {hi:g}")
+
+    @staticmethod
+    def checked_request(request: dict[str, Any]) -> dict[str, Any]:
+        """A render request with only the keys the page sends, each of its type (indices whole
+        numbers, not 1.5 or true), so nothing odd reaches the model."""
+        unknown = sorted(set(request) - set(REQUEST_KEYS))
+        if unknown:
+            raise GroupactError(f"unknown request key '{str(unknown[0])[:40]}'; a request holds "
+                                f"{', '.join(REQUEST_KEYS)}")
+        for key, kind in REQUEST_KEYS.items():
+            value = request.get(key)
+            if value is None:
+                continue
+            if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+                raise GroupactError(f"'{key}' must be a whole number; got {str(value)[:40]!r}")
+            if kind is str and not isinstance(value, str):
+                raise GroupactError(f"'{key}' must be text; got {type(value).__name__}")
+        return request
 
     def image(self, request: dict[str, Any], key: str = "example", upload: str = "upload"
               ) -> Tensor:
         if request.get(upload):
-            return read_upload(str(request[upload]), self.run.input_shape)
-        k = int(request.get(key, 0))
+            return read_upload(request[upload], self.run.input_shape)
+        k = request.get(key) or 0
         if not 0 <= k < len(self.examples):
             raise GroupactError(f"there is no example {k}; there are {len(self.examples)}")
         return self.examples[k:k + 1]
@@ -239,6 +305,7 @@ class DemoApp:
     @torch.no_grad()
     def render(self, request: dict[str, Any]) -> dict[str, Any]:
         """Everything the page shows for one image and one g."""
+        request = self.checked_request(request)
         x = self.image(request)
         g = self.element(request)
         z = self.model.encode(x)            # one encoder pass: D(Φ_g z) is model.transform(x, g)
@@ -248,7 +315,7 @@ class DemoApp:
                                   "output": self._picture(out), "truth": None, "psnr": None}
         truth = None
         if self.has_truth and not request.get("upload") and self.targets is not None:
-            truth = self.targets(int(request.get("example", 0)), g)
+            truth = self.targets(request.get("example") or 0, g)
         elif self.has_truth and not self.occluded:
             truth = self.group.act_image(x, g)
         elif self.has_truth:

@@ -145,7 +145,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                  figures_on: bool | None = None,
                  heldout: list[str] | None = None,
                  probes_on: bool | None = None,
-                 n_pairs: int | None = None) -> dict[str, Any]:
+                 n_pairs: int | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Evaluate a trained run with the fixed protocol; writes RUN_DIR/eval/metrics.json.
 
     ``figures_on`` / ``probes_on`` (None: the run's ``eval.figures`` / ``eval.probes``) switch the
@@ -159,9 +159,10 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
     these other real brains instead of the run's test split (default folder RUN_DIR/eval-heldout).
     The output folder is built aside and renamed into place whole (see
     :func:`groupact.io.folder_built_aside`): a kill leaves the previous evaluation as it was.
+    ``trust_code``: as in :func:`groupact.runs.load_run`.
     """
     device = str(resolve_device(device, "--device"))
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, trust_code=trust_code)
     if n_pairs is not None:
         if n_pairs < 1:
             raise GroupactError(f"--pairs takes 1 or more; got {n_pairs}")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -20,7 +22,7 @@ from torch import nn
 from groupact.errors import ConfigError
 from groupact.nets.conv import (JinDecoder, JinEncoder, MapToVolume, VectorHead, VectorTail,
                                 VolumeToMap, conv_decoder, conv_encoder)
-from groupact.nets.rendering import render_pair
+from groupact.nets.rendering import composite_pair, render_pair, sky_volumes
 from groupact.nets.residual import residual_pair
 from groupact.nets.steerable import steerable_pair
 from groupact.registry import Registry
@@ -164,6 +166,28 @@ def _render_volume(spec: NetSpec):
                        sky_channels=spec.channels, sky_full=full)
 
 
+def _render_composite(spec: NetSpec):
+    """An object volume rendered by emission–absorption over a sky in-painted from the picture
+    with the object cut out (nets/rendering.py): ``channels`` object volumes of (S/4)³ (a density
+    and channels − 1 features), 8 sky channels; ``widths[0]`` is the 2D trunk width."""
+    if len(spec.input_shape) != 3 or spec.input_shape[1] != spec.input_shape[2] \
+            or spec.input_shape[1] % 16:
+        raise ConfigError(f"net 'render-composite' takes square images with a side divisible "
+                          f"by 16; the data has shape {spec.input_shape}")
+    if spec.channels < 2:
+        raise ConfigError("net 'render-composite': model.channels must be at least 2 (a density "
+                          f"and a feature); got {spec.channels}")
+    c, s = spec.input_shape[0], spec.input_shape[1]
+    v = s // 4
+    if 64 % v:
+        raise ConfigError(f"net 'render-composite' packs 4 full-resolution sky maps into {v}³ "
+                          f"fibres, which needs (side/4) to divide 64; the data has side {s}")
+    sky_full = 4
+    sky_channels = sky_volumes(sky_full, v) + 64 // v     # + 64 low-resolution sky features
+    return composite_pair(c, s, width=spec.widths[0], object_channels=spec.channels,
+                          sky_channels=sky_channels, sky_full=sky_full)
+
+
 def _steerable_polar(spec: NetSpec):
     if len(spec.input_shape) != 3 or spec.input_shape[1] != spec.input_shape[2]:
         raise ConfigError(f"net 'steerable-polar' takes square images (C, S, S); the data has "
@@ -236,6 +260,10 @@ NETS.register("render-volume", _render_volume, "neural rendering for objects on 
               "(Dupont et al. 2020): 2D ResNet → inverse projection → C feature volumes (S/4)³, "
               "plus C background channels that skip the volume; decoder composites object over "
               "background")
+NETS.register("render-composite", _render_composite, "objects on a background: the object as "
+              "feature volumes (S/4)³ rendered by emission–absorption along the view, the "
+              "background in-painted from the picture with the predicted object cut out, "
+              "composited")
 NETS.register("steerable-polar", _steerable_polar, "SO(2)-steerable: polar sampling, wrap-around "
               "convs, C channels × rings × 2K+1 angular Fourier coefficients "
               "(action.kind=steerable)")
@@ -251,6 +279,33 @@ def net_entry(name: str) -> NetEntry:
         return user_net(name)
     entry = NETS.entry(name)
     return NetEntry(entry.factory, entry.description, entry.get("pixel_range", (0.0, 1.0)))
+
+
+def is_user_net(name: str) -> bool:
+    """Whether ``model.net`` names code outside groupact's registry (``MODULE:FACTORY`` or
+    ``FILE.py:FACTORY``): loading such a net imports and runs that code."""
+    return ":" in str(name)
+
+
+def check_trusted_net(name: str, trust_code: bool, where: str) -> None:
+    """Refuse a saved ``model.net`` that names code outside the registry unless the user says
+    they trust it: a shared run folder would otherwise run whatever file or module it names.
+
+    Runs before anything is imported; ``where`` names the file that holds the name.
+    """
+    if trust_code or not is_user_net(name):
+        return
+    target = str(name).rpartition(":")[0]
+    what = f"the file {target}" if target.endswith(".py") else f"the module '{target}'"
+    raise ConfigError(f"{where} names code outside groupact as model.net ({name}); loading it "
+                      f"would run {what}: pass --trust-code (trust_code=True in load_run) only "
+                      "if you trust that code")
+
+
+def _is_stdlib(module: str) -> bool:
+    """A module of Python's standard library (or builtins): never a net, whatever it holds."""
+    top = str(module).split(".")[0]
+    return top in sys.stdlib_module_names or top == "builtins"
 
 
 def _load_user_module(target: str, name: str):
@@ -269,11 +324,33 @@ def _load_user_module(target: str, name: str):
             raise ConfigError(f"model.net={name}: importing {path} failed: "
                               f"{type(e).__name__}: {str(e)[:200]}") from None
         return module
+    if _is_stdlib(target):   # refused before it is imported (`antigravity`, `os:getcwd`)
+        raise ConfigError(f"model.net={name}: '{target}' is a Python standard-library module, "
+                          "not a net; give MODULE:FACTORY or path/to/file.py:FACTORY of your own "
+                          "code, where FACTORY(spec) returns (encoder, decoder)")
     try:
         return importlib.import_module(target)
     except ImportError as e:
         raise ConfigError(f"model.net={name}: cannot import module '{target}' ({e}); put it on "
                           "PYTHONPATH or give a path to a .py file") from None
+
+
+def _check_factory(factory: object, name: str, target: str, attr: str) -> None:
+    """A net factory is a Python function of one argument (the NetSpec) from the user's own
+    code: a builtin, a class or a standard-library function (``os.getcwd``) is refused before
+    it is called."""
+    if not callable(factory):
+        raise ConfigError(f"model.net={name}: '{target}' has no function '{attr}'")
+    module = getattr(factory, "__module__", None) or ""
+    if not inspect.isfunction(factory) or _is_stdlib(module):
+        raise ConfigError(f"model.net={name}: '{attr}' is not a net factory (a Python function "
+                          "FACTORY(spec) returning (encoder, decoder) nn.Modules); got "
+                          f"{type(factory).__name__} from '{module or target}'")
+    try:
+        inspect.signature(factory).bind(None)
+    except TypeError:
+        raise ConfigError(f"model.net={name}: {attr} must take one argument, the NetSpec; its "
+                          f"signature is {attr}{inspect.signature(factory)}") from None
 
 
 def resolved_net_name(name: str) -> str:
@@ -293,8 +370,7 @@ def user_net(name: str) -> NetEntry:
     if not target or not attr:
         raise ConfigError(f"model.net={name!r}: give MODULE:FACTORY or path/to/file.py:FACTORY")
     factory = getattr(_load_user_module(target, name), attr, None)
-    if not callable(factory):
-        raise ConfigError(f"model.net={name}: '{target}' has no function '{attr}'")
+    _check_factory(factory, name, target, attr)
 
     def build(spec: NetSpec) -> tuple[nn.Module, nn.Module]:
         pair = factory(spec)
@@ -338,5 +414,5 @@ def build_nets(name: str, spec: NetSpec) -> tuple[nn.Module, nn.Module]:
     return net_entry(name).build(spec)
 
 
-__all__ = ["NETS", "NetEntry", "NetSpec", "build_nets", "init_output_bias", "net_entry",
-           "resolved_net_name", "user_net"]
+__all__ = ["NETS", "NetEntry", "NetSpec", "build_nets", "check_trusted_net", "init_output_bias",
+           "is_user_net", "net_entry", "resolved_net_name", "user_net"]

@@ -42,8 +42,10 @@ class RunSpec:
 
     def command(self) -> list[str]:
         """The worker's command line (also written at the top of its log)."""
-        if self.action == "reevaluate":
-            return [sys.executable, "-m", "groupact.cli", "evaluate", str(self.run_dir)]
+        if self.action == "reevaluate":   # inspect_runs found the run's config to be the plan's,
+            # so the net it names is the one the plan names: the user's own choice
+            return [sys.executable, "-m", "groupact.cli", "evaluate", str(self.run_dir),
+                    "--trust-code"]
         cmd = [sys.executable, "-m", "groupact.cli", "train", self.recipe, "--resume",
                "--run-dir", str(self.run_dir)]
         for o in self.overrides:

@@ -8,6 +8,7 @@ from typing import Any
 from groupact.config import Config, from_dict, load_config, merge, parse_override
 from groupact.errors import CheckpointError, ConfigError
 from groupact.io import load_checkpoint, read_jsonl
+from groupact.nets import check_trusted_net, resolved_net_name
 from groupact.runs import RunPaths, config_differences, read_run_config, saved_config
 
 #: config keys a resumed run may change: how long and where it trains, never what it learns
@@ -45,14 +46,32 @@ def check_resume_config(saved: dict[str, Any] | None, cfg: Config) -> None:
                           "train.epochs) or train into a new --run-dir")
 
 
+def net_given(recipe: str | None, overrides: list[str] | None) -> str | None:
+    """The ``model.net`` the command line itself names (its recipe, or ``--set model.net``), with
+    a file's path made absolute; None when it names none."""
+    if recipe is not None:
+        return resolved_net_name(load_config(recipe, overrides).model.net)
+    net = None
+    for text in overrides or []:
+        part = parse_override(text).get("model")
+        if isinstance(part, dict) and "net" in part:
+            net = str(part["net"])
+    return None if net is None else resolved_net_name(net)
+
+
 def resume_config(run_dir: str | Path, recipe: str | None = None,
-                  overrides: list[str] | None = None) -> Config:
+                  overrides: list[str] | None = None, trust_code: bool = False) -> Config:
     """The config to continue ``run_dir`` with: its own config.yaml plus ``--set`` overrides.
 
     A recipe, if given, must be the one the run was trained from; the overrides may change only
-    :data:`RESUMABLE_KEYS` (checked again against the checkpoint when training resumes).
+    :data:`RESUMABLE_KEYS` (checked again against the checkpoint when training resumes). A run
+    whose ``model.net`` names code outside the registry resumes only with ``trust_code`` or
+    when the recipe or overrides name that same net (the user chose it here).
     """
     saved = read_run_config(run_dir)
+    named_here = net_given(recipe, overrides) == resolved_net_name(saved.model.net)
+    check_trusted_net(saved.model.net, trust_code or named_here,
+                      str(RunPaths(Path(run_dir)).config))
     if recipe is not None:
         named = load_config(recipe).name
         if named != saved.name:
