@@ -128,6 +128,8 @@ class LossConfig:
     const: float = 1.0
     relative: bool = False         # latent terms divided by sg[target energy] (no collapse reward)
     hom: float = 0.0               # learned actions: weight of ‖ρ(a)ρ(b) − ρ(ab)‖² + ‖ρ(e) − I‖²
+    coverage: float = 0.0          # render-composite on rendered data: weight of the predicted
+    #                                object coverage's cross-entropy against the renderer's alpha
 
 
 @dataclass
@@ -267,6 +269,7 @@ def check_ranges(cfg: Config) -> None:
         (m.action.lr_scale > 0.0, f"model.action.lr_scale must be positive; got "
          f"{m.action.lr_scale}"),
         (cfg.loss.hom >= 0.0, f"loss.hom must be 0 or more; got {cfg.loss.hom}"),
+        (cfg.loss.coverage >= 0.0, f"loss.coverage must be 0 or more; got {cfg.loss.coverage}"),
         (m.mask.freeze_epochs >= 0, f"model.mask.freeze_epochs must be 0 or more; got "
          f"{m.mask.freeze_epochs}"),
         (m.mask.variant is None or all(0 <= c < m.channels for c in m.mask.variant),

@@ -8,12 +8,19 @@ on [−1, 1] for the authors' MNIST net, as their script computes it).
   without gradient (sg = stop-gradient).
 - :func:`symmetric_loss` (Jin et al. 2024): ‖x2 − D(g·z1)‖² + ‖x1 − D(g⁻¹·z2)‖², both branches
   trained.
+- :func:`centred_loss`: the paper's loss with each latent term divided by the batch variance of
+  its (stop-gradient) target. The paper's absolute terms are lowest when the latent shrinks to 0;
+  dividing by the target's energy (``loss.relative``) removes that, but is then lowest for a
+  large offset shared by every image (the offset is in the energy, not in the error: measured on
+  planes, object volumes at mean z² ≈ 800 against 0.06 in the sky channels, carrying nothing).
+  Divided by the variance across the batch, neither an offset nor a scale changes the term.
 - :func:`autoencoder_loss`: ‖D(E x1) − x1‖², a plain autoencoder (no group action, no latent
   terms): the representation-only baseline of the downstream-classification columns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -36,14 +43,34 @@ class LossWeights:
     relative: bool = False
     #: weight of the homomorphism term ‖ρ(a)ρ(b) − ρ(ab)‖² + ‖ρ(e) − I‖² of a learned action
     hom: float = 0.0
+    #: weight of the cross-entropy between an encoder's predicted object coverage of x1 and the
+    #: renderer's alpha (rendered data and a net that predicts coverage only)
+    coverage: float = 0.0
+    #: divide each latent term by the batch variance of its target (:func:`centred_loss`)
+    centred: bool = False
 
 
-def latent_term(pred: Tensor, target: Tensor, relative: bool) -> Tensor:
-    """‖pred − target‖² (mean); with ``relative``, over sg[‖target‖²] (mean) — scale-free."""
+def latent_term(pred: Tensor, target: Tensor, relative: bool, centred: bool = False) -> Tensor:
+    """‖pred − target‖² (mean); with ``relative``, over sg[‖target‖²] (mean) — scale-free; with
+    ``centred``, over sg[the target's variance across the batch] — offset- and scale-free."""
     err = F.mse_loss(pred, target)
+    t = target.detach()
+    if centred:
+        return err / (t - t.mean(0, keepdim=True)).pow(2).mean().clamp_min(1e-8)
     if not relative:
         return err
-    return err / target.detach().pow(2).mean().clamp_min(1e-8)
+    return err / t.pow(2).mean().clamp_min(1e-8)
+
+
+def coverage_term(model: GroupActionAutoencoder, batch: PairBatch) -> Tensor:
+    """Cross-entropy of the coverage the encoder predicted on its LAST call (x1: call right after
+    encoding x1) against the data's alpha of x1."""
+    logits = getattr(model.encoder, "coverage_logits", None)
+    if logits is None or batch.alpha1 is None:
+        raise ConfigError("loss.coverage needs a net that predicts the object's coverage "
+                          "(model.net=render-composite) and data that knows it (rendered "
+                          "planes); set loss.coverage=0")
+    return F.binary_cross_entropy_with_logits(logits, batch.alpha1)
 
 
 def _with_latent_terms(recon: Tensor, m: Tensor, z1: Tensor, moved: Tensor, target: Tensor,
@@ -60,36 +87,58 @@ def _with_latent_terms(recon: Tensor, m: Tensor, z1: Tensor, moved: Tensor, targ
     parts = {"recon": recon}
     m_sg = m.detach()
     if w.inv:
-        parts["inv"] = latent_term((1 - m) * z1, (1 - m_sg) * target, w.relative)
+        parts["inv"] = latent_term((1 - m) * z1, (1 - m_sg) * target, w.relative, w.centred)
         total = total + w.inv * parts["inv"]
     if w.const:
-        parts["const"] = latent_term(m * moved, m_sg * target, w.relative)
+        parts["const"] = latent_term(m * moved, m_sg * target, w.relative, w.centred)
         total = total + w.const * parts["const"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _encode_x1(model: GroupActionAutoencoder, batch: PairBatch,
+               w: LossWeights) -> tuple[Tensor, Tensor | None]:
+    """E(x1) and, with ``w.coverage``, the coverage term read before anything else is encoded."""
+    z1 = model.encode(batch.x1)
+    return z1, (coverage_term(model, batch) if w.coverage else None)
+
+
+def _add_coverage(total: Tensor, parts: dict[str, float], cov: Tensor | None,
+                  w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    if cov is None:
+        return total, parts
+    parts["coverage"] = float(cov.detach())
+    return total + w.coverage * cov, parts
 
 
 def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
                w: LossWeights) -> tuple[Tensor, dict[str, float]]:
     """The ALD objective; returns the total and its parts (as floats, for logs)."""
-    z1 = model.encode(batch.x1)
+    z1, cov = _encode_x1(model, batch, w)
     with torch.no_grad():
-        z2 = model.encode(batch.x2)
+        z2 = model.encode(batch.x2) if (w.inv or w.const) else None
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
     recon = model.recon_error(model.decode(model.mix(m, moved, z1)), batch.x2)
-    return _with_latent_terms(recon, m, z1, moved, z2, w)
+    return _add_coverage(*_with_latent_terms(recon, m, z1, moved, z2, w), cov, w)
+
+
+def centred_loss(model: GroupActionAutoencoder, batch: PairBatch,
+                 w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    """The ALD objective with batch-centred, scale-free latent terms (see the module's text)."""
+    return paper_loss(model, batch, dataclasses.replace(w, centred=True))
 
 
 def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
                    w: LossWeights) -> tuple[Tensor, dict[str, float]]:
     """Jin et al.'s two-way reconstruction; λ_i/λ_v add the paper's latent terms if non-zero."""
-    z1, z2 = model.encode(batch.x1), model.encode(batch.x2)
+    z1, cov = _encode_x1(model, batch, w)
+    z2 = model.encode(batch.x2)
     g_inv = model.group.inverse(batch.g)
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
     fwd = model.recon_error(model.decode(model.mix(m, moved, z1)), batch.x2)
     bwd = model.recon_error(model.decode(model.act(z2, g_inv, m)), batch.x1)
-    return _with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w)
+    return _add_coverage(*_with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w), cov, w)
 
 
 def autoencoder_loss(model: GroupActionAutoencoder, batch: PairBatch,
@@ -109,6 +158,8 @@ def autoencoder_loss(model: GroupActionAutoencoder, batch: PairBatch,
 LOSSES: Registry = Registry("loss.kind", "loss")
 LOSSES.register("paper", paper_loss, "the paper's L_recon + L_inv + L_const, the whole target "
                 "(mask included) stop-gradient")
+LOSSES.register("centred", centred_loss, "the paper's loss with latent terms over the batch "
+                "variance of their target: no offset or scale satisfies them")
 LOSSES.register("symmetric", symmetric_loss, "Jin et al.'s two-way reconstruction on "
                 "(g1·x, g2·x) pairs")
 LOSSES.register("autoencoder", autoencoder_loss, "plain reconstruction of a transformed view (the "

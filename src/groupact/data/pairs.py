@@ -29,12 +29,20 @@ class PairBatch:
     x2: Tensor
     g: Tensor
     labels: Tensor | None = None
+    #: the object's coverage (B, 1, H, W) in x1 and x2 where the data knows it (rendered objects
+    #: on a background): what supervises a predicted coverage (``loss.coverage``) and splits the
+    #: evaluation into object and background pixels
+    alpha1: Tensor | None = None
+    alpha2: Tensor | None = None
 
 
 def slice_pairs(batch: PairBatch, start: int, stop: int) -> PairBatch:
     """Pairs ``start:stop`` of a batch (a rank's part of a global batch, an evaluation chunk)."""
+    def part(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t[start:stop]
+
     return PairBatch(batch.x1[start:stop], batch.x2[start:stop], batch.g[start:stop],
-                     None if batch.labels is None else batch.labels[start:stop])
+                     part(batch.labels), part(batch.alpha1), part(batch.alpha2))
 
 
 def batches(batch: PairBatch, size: int):

@@ -19,7 +19,7 @@ from groupact.config import SELECT_KEYS
 from groupact.data import batches, build_pair_source, fixed_pairs, load_data
 from groupact.distributed import resolve_device
 from groupact.errors import CheckpointError, GroupactError
-from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, ssim
+from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, region_psnr, ssim
 from groupact.evaluate.probe import ProbeSettings, probes, untrained_copy
 from groupact.evaluate.run_figures import make_figures
 from groupact.evaluate.views3d import looks_binary
@@ -34,6 +34,7 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
     """Transformed reconstruction vs target, the do-nothing and mean-target answers, and the
     latent errors; with ``binary`` (masks such as adrenal shapes) their Dice overlaps too."""
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}      # keys averaged over fewer images than the pairs (regions)
     lat = {"inv_num": 0.0, "inv_sq": 0.0, "eq_num": 0.0, "eq_den": 0.0}
     inv_sum: Tensor | None = None      # Σ over pairs of (1 − M) z2, for the centred energy
     mean_target = pairs.x2.mean(0, keepdim=True)   # an orientation-free blob
@@ -41,6 +42,17 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
 
     def add(key: str, values: Tensor) -> None:
         sums[key] = sums.get(key, 0.0) + float(values.sum())
+
+    def add_regions(suffix: str, answer: Tensor, b) -> None:
+        """PSNR on the target's object pixels (its alpha > ½) and on its background pixels."""
+        if b.alpha2 is None:
+            return
+        obj = b.alpha2 > 0.5
+        for region, mask in (("object", obj), ("background", ~obj)):
+            v = region_psnr(answer, b.x2, mask)
+            key = f"psnr_{region}{suffix}"
+            sums[key] = sums.get(key, 0.0) + float(v.nan_to_num(0.0).sum())
+            counts[key] = counts.get(key, 0) + int((~v.isnan()).sum())
 
     for b in batches(pairs, EVAL_BATCH):
         z1, z2 = model.encode(b.x1), model.encode(b.x2)
@@ -50,18 +62,22 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
         add("mse", mse_per_image(pred, b.x2))
         add("psnr", psnr(pred, b.x2))
         add("ssim", ssim(pred, b.x2))
+        add_regions("", pred, b)
         if binary:
             add("dice", dice(pred, b.x2))
         for name, answer in (("identity", b.x1), ("mean_target", mean_target.expand_as(b.x2))):
             add(f"mse_{name}", mse_per_image(answer, b.x2))
             add(f"psnr_{name}", psnr(answer, b.x2))
             add(f"ssim_{name}", ssim(answer, b.x2))
+            add_regions(f"_{name}", answer, b)
             if binary:
                 add(f"dice_{name}", dice(answer, b.x2))
         add("psnr_autoencode", psnr(model.decode(z1), b.x1))
         # the same model told another pair's g: if this matches "psnr", the decoder ignores g
         wrong = model.action(z1, b.g.roll(1, 0))
-        add("psnr_wrong_g", psnr(model.decode(model.mix(m, wrong, z1)), b.x2))
+        wrong_pred = model.decode(model.mix(m, wrong, z1))
+        add("psnr_wrong_g", psnr(wrong_pred, b.x2))
+        add_regions("_wrong_g", wrong_pred, b)
         zi2 = ((1 - m) * z2).double()   # float64: the centred energy is a difference of sums
         lat["inv_num"] += float(((1 - m) * (z1 - z2)).pow(2).sum())
         lat["inv_sq"] += float(zi2.pow(2).sum())
@@ -69,7 +85,8 @@ def image_metrics(model: GroupActionAutoencoder, pairs, binary: bool = False
         lat["eq_num"] += float((m * (moved - z2)).pow(2).sum())
         lat["eq_den"] += float((m * z2).pow(2).sum())
         n += b.x1.shape[0]
-    out = {k: v / n for k, v in sums.items()}
+    out = {k: v / counts.get(k, n) if counts.get(k, n) else math.nan for k, v in sums.items()}
+    out["wrong_g_cost"] = out["psnr"] - out["psnr_wrong_g"]
     out["psnr_from_mean_mse"] = 10 * math.log10(1.0 / max(out["mse"], 1e-10))
     # centred: a near-constant invariant channel has little energy about its mean, so it no
     # longer looks invariant just by being large (Σ (z − z̄)² = Σ z² − n·z̄²)
@@ -269,6 +286,15 @@ def summary_markdown(m: dict[str, Any]) -> str:
         lines += [f"Dice (binary shapes, both thresholded at 0.5): model {_fmt(m['dice'])}, do "
                   f"nothing {_fmt(m.get('dice_identity'))}, mean target "
                   f"{_fmt(m.get('dice_mean_target'))}.", ""]
+    if "psnr_object" in m:
+        lines += ["| PSNR by the target's pixels (dB) | object (alpha > ½) | background |",
+                  "|---|---|---|"]
+        for label, suffix in (("model", ""), ("do nothing", "_identity"),
+                              ("mean target", "_mean_target"), ("model told another pair's g",
+                                                                "_wrong_g")):
+            lines.append(f"| {label} | {_fmt(m.get('psnr_object' + suffix), 2)} | "
+                         f"{_fmt(m.get('psnr_background' + suffix), 2)} |")
+        lines.append("")
     if "swap_psnr" in m:
         lines += [f"Swap against the rendered truth (plane of A at A's pose on the sky of B, "
                   f"{m.get('swap_pairs')} couples): decode(z_v of A, z_i of B) scores PSNR "

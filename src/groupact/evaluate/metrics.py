@@ -33,6 +33,15 @@ def psnr(x: Tensor, y: Tensor, max_value: float = 1.0, eps: float = 1e-10) -> Te
     return 10 * torch.log10(max_value ** 2 / mse_per_image(x, y).clamp_min(eps))
 
 
+def region_psnr(x: Tensor, y: Tensor, region: Tensor, eps: float = 1e-10) -> Tensor:
+    """PSNR in dB of each image over the pixels of ``region`` (B, 1, *spatial), 0/1 or weights:
+    e.g. the object's or the background's pixels of a rendered target. NaN where an image has
+    no such pixel (average with ``nanmean``)."""
+    w = region.to(x.dtype).expand_as(x).flatten(1)
+    mse = (w * (x - y).pow(2).flatten(1)).sum(1) / w.sum(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(eps))
+
+
 def _gaussian(window: int, sigma: float, device, dtype) -> Tensor:
     r = torch.arange(window, device=device, dtype=dtype) - (window - 1) / 2
     k = torch.exp(-r ** 2 / (2 * sigma ** 2))

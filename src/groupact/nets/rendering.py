@@ -134,5 +134,146 @@ def render_pair(in_channels: int, size: int, width: int = 32, object_channels: i
     return RenderEncoder(in_channels, **kw), RenderDecoder(in_channels, **kw)
 
 
-__all__ = ["RenderDecoder", "RenderEncoder", "from_camera_layout", "render_pair", "sky_volumes",
-           "to_camera_layout"]
+
+
+def composite_depth(volume: Tensor) -> tuple[Tensor, Tensor]:
+    """Emission–absorption along the camera's viewing axis of an image-layout volume.
+
+    ``volume``: (B, 1 + F, D, H, W) with depth index D increasing towards the viewer (the camera
+    frame's z; :func:`from_camera_layout`). Channel 0 is a density (softplus), the rest features.
+    Returns the features seen through the volume (B, F, H, W), each ray's features weighted by
+    how much light its voxels send to the camera, and the coverage (B, 1, H, W) = 1 − the light
+    that passes the whole ray. Orthographic, as the renderer of the data: the silhouette of the
+    turned volume is the coverage of the picture, so the pose acts on the picture directly.
+    """
+    near_first = volume.flip(2)
+    sigma = F.softplus(near_first[:, :1])
+    absorb = 1 - torch.exp(-sigma)                                   # (B, 1, D, H, W)
+    passed = torch.cumprod(torch.cat([torch.ones_like(absorb[:, :, :1]),
+                                      1 - absorb[:, :, :-1]], 2), 2)
+    weight = passed * absorb
+    feats = (weight * near_first[:, 1:]).sum(2)
+    return feats, weight.sum(2).clamp(0, 1)
+
+
+class CompositeEncoder(nn.Module):
+    """Image (B, 3, S, S) → latent (B, object_channels + sky_channels, S/4, S/4, S/4).
+
+    The object's channels are feature volumes lifted from a 2D trunk (Dupont et al.'s inverse
+    projection). The sky's channels never see the object at full strength: the encoder first
+    predicts the object's coverage α̂ (a per-pixel logit, kept in ``coverage_logits`` for an
+    optional supervised term) and the sky branch reads only x·(1 − α̂) and α̂, so the decoder
+    has to in-paint the sky under the old plane instead of copying it (which leaves a ghost of
+    the plane at its old pose in every turned picture).
+    """
+
+    def __init__(self, in_channels: int = 3, size: int = 64, width: int = 32,
+                 object_channels: int = 16, sky_channels: int = 8, sky_full: int = 4,
+                 blocks3d: int = 1):
+        super().__init__()
+        if size % 16:
+            raise ValueError(f"image side must be a multiple of 16, got {size}")
+        v = size // 4
+        self.v, self.co = v, object_channels
+        low_feats = (sky_channels - sky_volumes(sky_full, v)) * v
+        if low_feats <= 0:
+            raise ValueError("sky_channels must exceed the full-resolution sky volumes "
+                             f"({sky_volumes(sky_full, v)})")
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(2, width),          # S/2
+            nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2, 2 * width),        # S/4
+            ResBlock(2, 2 * width), nn.GroupNorm(group_count(2 * width), 2 * width), nn.SiLU())
+        self.inverse_projection = nn.Conv2d(2 * width, object_channels * v, 1)
+        self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
+        self.coverage_up = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, 16, 4, 2, 1), nn.SiLU(),
+            nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.SiLU())
+        self.coverage_out = nn.Sequential(nn.Conv2d(8 + in_channels, 16, 3, 1, 1), nn.SiLU(),
+                                          nn.Conv2d(16, 1, 3, 1, 1))
+        nn.init.constant_(self.coverage_out[-1].bias, -2.0)   # start mostly 'sky everywhere'
+        self.sky_low = nn.Sequential(
+            nn.Conv2d(in_channels + 1, 32, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(32, 64, 4, 2, 1), nn.SiLU(), nn.Conv2d(64, 64, 3, 1, 1), nn.SiLU(),
+            nn.Conv2d(64, low_feats, 1))
+        self.sky_hi = nn.Sequential(nn.Conv2d(in_channels + 1, 16, 3, 1, 1), nn.SiLU(),
+                                    nn.Conv2d(16, sky_full, 3, 1, 1))
+        self.coverage_logits: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, v = x.shape[0], self.v
+        h = self.trunk(x)
+        vol = self.inverse_projection(h).view(B, self.co, v, v, v)      # (z, row, col)
+        vol = self.blocks3d(to_camera_layout(vol))
+        logits = self.coverage_out(torch.cat([self.coverage_up(h), x], 1))
+        self.coverage_logits = logits
+        alpha = torch.sigmoid(logits)
+        holed = torch.cat([x * (1 - alpha), alpha], 1)
+        low = self.sky_low(holed).reshape(B, -1, v, v, v)
+        hi = F.pixel_unshuffle(self.sky_hi(holed), 4).reshape(B, -1, v, v, v)
+        return torch.cat([vol, hi, low], 1)
+
+
+class CompositeDecoder(nn.Module):
+    """Latent → image: the object volume rendered by emission–absorption along the viewing axis
+    (:func:`composite_depth`) and refined in 2D to colour and alpha at full resolution, over a sky
+    painted from the sky channels."""
+
+    def __init__(self, out_channels: int = 3, size: int = 64, width: int = 32,
+                 object_channels: int = 16, sky_channels: int = 8, sky_full: int = 4,
+                 blocks3d: int = 1):
+        super().__init__()
+        v = size // 4
+        self.v, self.co = v, object_channels
+        self.n_hi = sky_volumes(sky_full, v)
+        self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
+        feats = object_channels - 1
+        self.refine = nn.Sequential(
+            nn.Conv2d(feats + 1, 2 * width, 3, 1, 1), ResBlock(2, 2 * width),
+            nn.GroupNorm(group_count(2 * width), 2 * width), nn.SiLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), ResBlock(2, width),     # S/2
+            nn.GroupNorm(group_count(width), width), nn.SiLU(),
+            nn.ConvTranspose2d(width, 16, 4, 2, 1), nn.SiLU(),                 # S
+            nn.Conv2d(16, out_channels + 1, 3, 1, 1))
+        nn.init.zeros_(self.refine[-1].weight)
+        nn.init.zeros_(self.refine[-1].bias)
+        low_feats = (sky_channels - self.n_hi) * v
+        self.sky_up = nn.Sequential(nn.ConvTranspose2d(low_feats, 32, 4, 2, 1), nn.SiLU(),
+                                    nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.SiLU())
+        self.sky_out = nn.Sequential(nn.Conv2d(16 + sky_full, 16, 3, 1, 1), nn.SiLU(),
+                                     nn.Conv2d(16, out_channels, 3, 1, 1))
+        #: the density starts low, so the untrained object covers ~10 % of a ray, not all of it
+        self.density_bias = nn.Parameter(torch.tensor(-5.0))
+        self.out = nn.Sigmoid()        # init_output_bias finds this and the sky head's bias
+
+    def parts(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(object colour, object alpha, background), each in [0, 1]."""
+        B, v = z.shape[0], self.v
+        vol = from_camera_layout(self.blocks3d(z[:, :self.co]))
+        vol = torch.cat([vol[:, :1] + self.density_bias, vol[:, 1:]], 1)
+        feats, coverage = composite_depth(vol)
+        o = self.refine(torch.cat([feats, coverage], 1))
+        size = o.shape[-1]
+        prior = F.interpolate(coverage, size=size, mode="bilinear", align_corners=False)
+        prior = torch.logit(prior.clamp(1e-4, 1 - 1e-4))
+        rgb, alpha = torch.sigmoid(o[:, :-1]), torch.sigmoid(o[:, -1:] + prior)
+        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
+        low = z[:, self.co + self.n_hi:].reshape(B, -1, v, v)
+        sky = self.out(self.sky_out(torch.cat([self.sky_up(low), hi], 1)))
+        return rgb, alpha, sky
+
+    def forward(self, z: Tensor) -> Tensor:
+        rgb, alpha, sky = self.parts(z)
+        return alpha * rgb + (1 - alpha) * sky
+
+
+def composite_pair(in_channels: int, size: int, width: int = 32, object_channels: int = 16,
+                   sky_channels: int = 8, sky_full: int = 4, blocks3d: int = 1
+                   ) -> tuple[CompositeEncoder, CompositeDecoder]:
+    kw = dict(size=size, width=width, object_channels=object_channels,
+              sky_channels=sky_channels, sky_full=sky_full, blocks3d=blocks3d)
+    return CompositeEncoder(in_channels, **kw), CompositeDecoder(in_channels, **kw)
+
+
+__all__ = ["CompositeDecoder", "CompositeEncoder", "RenderDecoder", "RenderEncoder",
+           "composite_depth", "composite_pair", "from_camera_layout", "render_pair",
+           "sky_volumes", "to_camera_layout"]

@@ -110,7 +110,11 @@ class Trainer:
         self.sched = self._scheduler()
         self.loss_fn = get_loss(cfg.loss.kind)
         self.weights = LossWeights(cfg.loss.recon, cfg.loss.inv, cfg.loss.const,
-                                   cfg.loss.relative, cfg.loss.hom)
+                                   cfg.loss.relative, cfg.loss.hom, cfg.loss.coverage)
+        if cfg.loss.coverage and not hasattr(self.model.encoder, "coverage_logits"):
+            raise ConfigError(f"loss.coverage={cfg.loss.coverage} needs a net that predicts the "
+                              "object's coverage (model.net=render-composite); set "
+                              "loss.coverage=0")
         if cfg.loss.hom and not hasattr(self.model.action, "homomorphism_penalty"):
             raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
                               f"this recipe's action is {cfg.model.action.kind}")

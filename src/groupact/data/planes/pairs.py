@@ -60,12 +60,12 @@ class PosePairs(PairSource):
         other = order[starts[grp] + k]
         sky_id = torch.randint(skies.shape[0], (n,), generator=generator)
         sky = skies[sky_id].to(device)
-        x1 = composite(split.images[idx].to(device), sky)
-        x2 = composite(split.images[other].to(device), sky)
+        v1, v2 = split.images[idx].to(device), split.images[other].to(device)
         r1, r2 = poses[idx].to(device), poses[other].to(device)
         g = r2 @ r1.transpose(-1, -2)
         labels = split.labels[idx].to(device) if split.labels is not None else None
-        return PairBatch(x1, x2, g, labels)
+        return PairBatch(composite(v1, sky), composite(v2, sky), g, labels,
+                         alpha1=v1[:, 3:4], alpha2=v2[:, 3:4])
 
     def views(self, split: TensorSet, idx: Tensor, generator: torch.Generator | None = None,
               device: torch.device | str = "cpu") -> Tensor:
