@@ -374,3 +374,158 @@ def test_a_wildcard_host_still_needs_the_token():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- names that become paths ---------------------------------------------------------------------
+PLAN = """
+datasets:
+  {dataset}: rotmnist-c4
+methods:
+  {method}:
+    overrides: [model.channels=4]
+budgets:
+  {budget}:
+    seeds: 1
+    all: [train.epochs=1, data.n_train=64, data.n_val=32, data.n_test=32]
+"""
+
+
+@pytest.mark.parametrize("names", [{"dataset": "../escape"}, {"dataset": "/tmp/abs"},
+                                   {"method": "../../up"}, {"method": "a/b"},
+                                   {"budget": "../b"}, {"dataset": ".hidden"},
+                                   {"method": "x" * 65}])
+def test_a_plan_with_path_like_names_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                           names):
+    values = {"dataset": "digits", "method": "ald", "budget": "tiny", **names}
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.format(**{k: json.dumps(v) for k, v in values.items()}))
+    before = tree(tmp_path)
+    refused(capsys, ["reproduce", "--plan", str(plan), "--out", str(tmp_path / "out"),
+                     "--budget", values["budget"], "--no-ablations"], "not a usable name")
+    assert tree(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_a_plan_writes_only_inside_out_and_only_into_its_own_runs(tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.format(dataset="digits", method="ald", budget="tiny"))
+    out = tmp_path / "out"
+    args = ["reproduce", "--plan", str(plan), "--out", str(out), "--budget", "tiny",
+            "--no-ablations"]
+    # a run folder there that holds someone else's files: left byte for byte
+    run = out / "runs" / "digits" / "ald" / "seed0"
+    run.mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+    before = tree(run)
+    refused(capsys, args, "groupact did not write")
+    assert tree(run) == before
+    # a symbolic link inside --out that leads elsewhere
+    (run / "notes.txt").unlink()
+    for p in (run, run.parent, run.parent.parent, out / "runs"):
+        p.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "runs").symlink_to(elsewhere)
+    refused(capsys, args, "outside --out")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_recipe_and_run_names_are_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(capsys, ["info", "../reproduce/plan"], "unknown recipe")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: ../../escape\ndata: {kind: mnist5k}\n")
+    before = tree(tmp_path)
+    refused(capsys, ["train", str(recipe), *sets(TINY)], "not a usable name")
+    assert tree(tmp_path) == before and not (tmp_path / "runs").exists()
+
+
+# --- bounded readers -----------------------------------------------------------------------------
+AC_MODEL = """AC3Db
+MATERIAL "white" rgb 1 1 1  amb 0.2 0.2 0.2  emis 0 0 0  spec 0.5 0.5 0.5  shi 10  trans 0
+OBJECT world
+kids 1
+OBJECT poly
+name "body"
+texture "{texture}"
+numvert 3
+0 0 0
+1 0 0
+0 1 0
+numsurf {numsurf}
+SURF 0x10
+mat 0
+refs 3
+0 0 0
+1 1 0
+2 0 1
+kids 0
+"""
+
+
+def _model(folder: Path, texture: str = "tex.png", numsurf: str = "1") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "plane.ac"
+    path.write_text(AC_MODEL.format(texture=texture, numsurf=numsurf))
+    return path
+
+
+def test_an_ac3d_texture_outside_the_models_folder_is_refused(tmp_path):
+    from PIL import Image
+    from groupact.data.ac3d import find_texture, load_texture_atlas, read_ac
+    from groupact.errors import DataError
+    secret = tmp_path / "secret.png"
+    Image.fromarray(np.full((4, 4, 3), 255, np.uint8)).save(secret)
+    aircraft = tmp_path / "deep" / "A320"
+    Image.fromarray(np.full((4, 4, 3), 100, np.uint8)).save(_model(aircraft / "Models").parent
+                                                              .parent / "livery.png")
+    for name in ("../../../secret.png", "../../../../" + str(secret).lstrip("/"),
+                 "..\\..\\..\\secret.png"):
+        model = _model(aircraft / "Models", texture=name)
+        with pytest.raises(DataError, match="outside the model's folder"):
+            load_texture_atlas(model, read_ac(model).textures, 4)
+    # an absolute name is looked up inside the model's tree, never at that path
+    model = _model(aircraft / "Models", texture=str(secret))
+    atlas, found = load_texture_atlas(model, read_ac(model).textures, 4)
+    assert not bool(found[0])
+    # '..' that stays inside the aircraft's folder is fine (FlightGear's ../Textures/…)
+    assert find_texture(model, "../livery.png") == aircraft / "Models" / ".." / "livery.png"
+
+
+@pytest.mark.parametrize("count", ["1000000000", "99999999999999999999", "-1", "x"])
+def test_an_ac3d_header_count_beyond_the_file_is_refused_at_once(tmp_path, count):
+    from groupact.data.ac3d import read_ac
+    from groupact.errors import DataError
+    for text in (AC_MODEL.format(texture="t.png", numsurf=count),
+                 AC_MODEL.format(texture="t.png", numsurf="1").replace("numvert 3",
+                                                                       f"numvert {count}"),
+                 AC_MODEL.format(texture="t.png", numsurf="1").replace("refs 3", f"refs {count}"),
+                 AC_MODEL.format(texture="t.png", numsurf="1").replace("kids 1", f"kids {count}")):
+        path = tmp_path / "bomb.ac"
+        path.write_text(text)
+        t0 = time.perf_counter()
+        with pytest.raises(DataError):
+            read_ac(path)
+        assert time.perf_counter() - t0 < 5          # well under a second on a quiet machine
+
+
+def test_deeply_nested_ac3d_objects_are_refused(tmp_path):
+    from groupact.data.ac3d import read_ac
+    from groupact.errors import DataError
+    path = tmp_path / "deep.ac"
+    path.write_text("AC3Db\n" + "OBJECT group\nkids 1\n" * 5000 + "OBJECT poly\nkids 0\n")
+    with pytest.raises(DataError, match="nest deeper"):
+        read_ac(path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_idx_header_count_beyond_the_file_is_refused_before_reading(tmp_path, gz):
+    import gzip
+    from groupact.data.mnist import read_idx
+    from groupact.errors import DataError
+    header = bytes([0, 0, 8, 3]) + struct.pack(">III", 60000, 100000, 100000)
+    path = tmp_path / ("x-idx3-ubyte" + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(header + b"\0" * 100) if gz else header + b"\0" * 100)
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="header says"):
+        read_idx(path)
+    assert time.perf_counter() - t0 < 5

@@ -229,8 +229,7 @@ def _train(args, comm) -> int:
         if args.run_dir:
             run_dir = Path(args.run_dir)
         else:   # a new folder per run (the same one with --overwrite); broadcast from rank 0
-            run_dir = comm.run_on_main(lambda: RUNS_ROOT / cfg.name if args.overwrite
-                                       else new_run_dir(cfg.name))
+            run_dir = comm.run_on_main(lambda: new_run_dir(cfg.name, overwrite=args.overwrite))
             if comm.is_main:
                 print(f"run folder: {run_dir}", file=sys.stderr)
     trainer = train_run(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, comm=comm)

@@ -19,7 +19,8 @@ import yaml
 
 from groupact.errors import ConfigError, did_you_mean
 from groupact.io import atomic_write_text
-from groupact.strict import MAX_YAML_BYTES, from_dict, load_yaml, merge, parse_override, shown
+from groupact.strict import (MAX_YAML_BYTES, SAFE_NAME, from_dict, load_yaml, merge,
+                             parse_override, shown)
 
 
 #: config fields with a fixed set of values: checked when the config is read, so a typo fails
@@ -204,8 +205,11 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
             raise ConfigError(f"recipe file {path} does not exist")
         text = read_text_file(path, "recipe file")
     else:
-        res = resources.files("groupact") / "recipes" / f"{name_or_path}.yaml"
-        if not res.is_file():
+        if not SAFE_NAME.fullmatch(name_or_path) or ".." in name_or_path:
+            res = None   # not a name: never joined to the recipes folder
+        else:
+            res = resources.files("groupact") / "recipes" / f"{name_or_path}.yaml"
+        if res is None or not res.is_file():
             hint = did_you_mean(name_or_path, recipe_names())
             raise ConfigError(f"unknown recipe '{name_or_path}'{hint} (see `groupact info`, or "
                               "give a path to a .yaml file)")

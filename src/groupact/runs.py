@@ -22,6 +22,7 @@ from groupact.io import (LOCK_NAME, TEMP_GLOB, FolderLock, atomic_copy, folder_b
                          load_checkpoint, save_checkpoint, write_checksums)
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import check_trusted_net
+from groupact.strict import checked_name
 
 
 @dataclass
@@ -128,7 +129,9 @@ RUNS_ROOT = Path("runs")
 
 
 def _numbered(root: Path, name: str) -> list[Path]:
-    """runs/NAME, runs/NAME-2, runs/NAME-3, … that exist, in order."""
+    """runs/NAME, runs/NAME-2, runs/NAME-3, … that exist, in order (NAME, the recipe's name,
+    checked first: it must stay one folder under ``root``)."""
+    checked_name(name, "the recipe's name (its default run folder)")
     found = [root / name] if (root / name).exists() else []
     numbered = []
     for p in root.glob(f"{name}-*") if root.is_dir() else []:
@@ -138,14 +141,15 @@ def _numbered(root: Path, name: str) -> list[Path]:
     return found + [p for _, p in sorted(numbered)]
 
 
-def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
-    """The default folder of a new run: runs/NAME, or runs/NAME-2, -3, … if taken.
+def new_run_dir(name: str, root: Path = RUNS_ROOT, overwrite: bool = False) -> Path:
+    """The default folder of a new run: runs/NAME, or runs/NAME-2, -3, … if taken (with
+    ``overwrite``: runs/NAME, which the run replaces).
 
     A second `groupact train RECIPE` (or `bash run main`) must neither be refused nor delete the
     first run, so each gets its own folder; the one chosen is printed.
     """
     taken = _numbered(root, name)
-    if not taken:
+    if not taken or overwrite:
         return root / name
     last = taken[-1].name
     k = int(last[len(name) + 1:]) if last != name else 1

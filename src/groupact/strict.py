@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -27,6 +28,21 @@ def shown(value: Any, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, for quoting a user's value in an error."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+#: a name that becomes one folder or file name (plan datasets, methods and budgets, recipe and
+#: run names): no separator, no leading dot, so it can never lead out of its folder
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def checked_name(name: Any, what: str) -> str:
+    """``name`` when it is safe as one path component (:data:`SAFE_NAME`, no '..'); else a
+    ConfigError naming ``what``. Called before the name is joined to any path."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{what} {shown(name)} is not a usable name: it becomes a folder name, "
+                          "so use up to 64 letters, digits, '.', '_' and '-', starting with a "
+                          "letter or digit, without '..'")
+    return name
 
 
 def _expanded_size(obj: Any, depth: int, memo: dict[int, int], where: str) -> int:

@@ -24,6 +24,7 @@ everything the Debian models use:
 
 from __future__ import annotations
 
+import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from groupact.errors import DataError
 
 #: object names that are not part of the airframe's look (shadows, spinning-prop discs)
 SKIP_NAMES = re.compile(r"shadow|propdisc|prop_disc|prop-disc|blur", re.IGNORECASE)
+#: how deep ``kids`` may nest (the Debian models nest a few levels; a hostile file, thousands)
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -59,6 +62,27 @@ def _floats(parts: list[str], n: int, where: str) -> list[float]:
         return [float(p) for p in parts[:n]]
     except ValueError:
         raise DataError(f"{where}: not numbers: {' '.join(parts[:n])}") from None
+
+
+def _count(parts: list[str], remaining: int, where: str) -> int:
+    """The count of a ``numvert``/``numsurf``/``refs``/``kids`` line, checked against the lines
+    left in the file (each item takes at least one), so a header cannot make the reader
+    allocate or loop for items that are not there (``numsurf 1000000000``)."""
+    try:
+        n = int(parts[1])
+    except (IndexError, ValueError):
+        raise DataError(f"{where}: '{parts[0]}' needs a whole number") from None
+    if not 0 <= n <= remaining:
+        raise DataError(f"{where}: '{parts[0]} {n}' but only {remaining} lines follow; the file "
+                        "is truncated or corrupt")
+    return n
+
+
+def _int(text: str, where: str, base: int = 10) -> int:
+    try:
+        return int(text, base)
+    except ValueError:
+        raise DataError(f"{where}: not a whole number: {text[:20]}") from None
 
 
 def _material(line: str, where: str) -> tuple[list[float], float]:
@@ -104,10 +128,15 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
             materials.append(_material(s, where(pos)))
         pos += 1
 
-    def read_object(rot: np.ndarray, loc: np.ndarray, skipped: bool) -> None:
+    def left(at: int) -> int:
+        return max(0, len(lines) - at - 1)
+
+    def read_object(rot: np.ndarray, loc: np.ndarray, skipped: bool, depth: int = 0) -> None:
         nonlocal pos
         if pos >= len(lines) or not lines[pos].strip().startswith("OBJECT"):
             raise DataError(f"{where(pos)}: expected an OBJECT line")
+        if depth > MAX_DEPTH:
+            raise DataError(f"{where(pos)}: objects nest deeper than {MAX_DEPTH} levels")
         kind = lines[pos].split()[1].lower() if len(lines[pos].split()) > 1 else "poly"
         pos += 1
         name, tex, texrep, texoff = "", None, (1.0, 1.0), (0.0, 0.0)
@@ -124,7 +153,7 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
             if key == "name":
                 name = s[4:].strip().strip('"')
             elif key == "data":
-                n_chars, got = int(parts[1]), 0
+                n_chars, got = _int(parts[1] if len(parts) > 1 else "", where(pos)), 0
                 while got < n_chars and pos + 1 < len(lines):
                     pos += 1
                     got += len(lines[pos]) + 1
@@ -139,7 +168,7 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
             elif key == "loc":
                 my_loc = np.asarray(_floats(parts[1:], 3, where(pos)))
             elif key == "numvert":
-                n = int(parts[1])
+                n = _count(parts, left(pos), where(pos))
                 try:
                     verts = np.asarray([[float(x) for x in lines[pos + 1 + k].split()[:3]]
                                         for k in range(n)], dtype=np.float64).reshape(n, 3)
@@ -147,8 +176,9 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
                     raise DataError(f"{where(pos)}: bad vertex list ({n} vertices)") from None
                 pos += n
             elif key == "numsurf":
+                n_surf = _count(parts, left(pos), where(pos))
                 pos += 1
-                for _ in range(int(parts[1])):
+                for _ in range(n_surf):
                     flags, mat, refs = 0, 0, []
                     while pos < len(lines):
                         p2 = lines[pos].split()
@@ -156,11 +186,11 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
                             pos += 1
                             continue
                         if p2[0] == "SURF":
-                            flags = int(p2[1], 16)
+                            flags = _int(p2[1] if len(p2) > 1 else "", where(pos), 16)
                         elif p2[0] == "mat":
-                            mat = int(p2[1])
+                            mat = _int(p2[1] if len(p2) > 1 else "", where(pos))
                         elif p2[0] == "refs":
-                            n = int(p2[1])
+                            n = _count(p2, left(pos), where(pos))
                             at = pos
                             try:
                                 while len(refs) < n:
@@ -181,7 +211,7 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
                         surfs.append((mat, refs))
                 continue
             elif key == "kids":
-                n_kids = int(parts[1])
+                n_kids = _count(parts, left(pos), where(pos))
                 pos += 1
                 world_rot = my_rot @ rot
                 world_loc = my_loc @ rot + loc
@@ -193,7 +223,7 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
                         pos += 1
                     if pos >= len(lines):   # fewer kids than declared (some FlightGear files)
                         break
-                    read_object(world_rot, world_loc, skip)
+                    read_object(world_rot, world_loc, skip, depth + 1)
                 return
             pos += 1
         raise DataError(f"{path}: an OBJECT block ends without its 'kids' line")
@@ -237,23 +267,51 @@ def read_ac(path: str | Path, skip_names: re.Pattern | None = SKIP_NAMES) -> ACM
     )
 
 
+def texture_roots(model_path: str | Path) -> list[Path]:
+    """The folders a model's textures may come from: its own folder tree (the model's folder and
+    the aircraft folder above it, where FlightGear keeps ``Textures/<airline>/``) and CRRCsim's
+    ``textures/`` beside its ``objects/``. Nothing outside them is ever opened."""
+    here = Path(model_path).resolve().parent
+    return [here, here.parent, here.parent.parent / "textures", here.parent / "textures"]
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    where = path.resolve()
+    return any(where.is_relative_to(r) for r in roots)
+
+
 def find_texture(model_path: str | Path, name: str) -> Path | None:
     """Where a texture named in a model lives: next to the model, else under the aircraft's
-    folders (FlightGear keeps liveries in ``../Textures/<airline>/``: the first in sorted order)."""
+    folders (FlightGear keeps liveries in ``../Textures/<airline>/``: the first in sorted order).
+
+    Only files inside :func:`texture_roots` are returned. An absolute name is looked up inside
+    them too (FlightGear writes ``/Aircraft/…`` relative to its data folder), never at that
+    path; a name whose ``..`` leads out of the model's tree is refused (a DataError), so a model
+    cannot pull an arbitrary image of the machine into the training data.
+    """
     model_path = Path(model_path)
+    roots = texture_roots(model_path)
     base = Path(name.replace("\\", "/"))
+    if base.anchor:
+        base = base.relative_to(base.anchor)
+    if not str(base) or str(base) == ".":
+        return None
+    if ".." in base.parts and not _inside(model_path.parent / base, roots[:2]):
+        raise DataError(f"{model_path}: texture '{name[:80]}' lies outside the model's folder; "
+                        "textures must be inside it (no '..' that leads out)")
     for folder in (model_path.parent, model_path.parent.parent):
         cand = folder / base
-        if cand.is_file():
+        if cand.is_file() and _inside(cand, roots):
             return cand
     for root in (model_path.parent, model_path.parent.parent):
-        hits = sorted(p for p in root.rglob(base.name) if p.is_file())
+        hits = sorted(p for p in root.rglob(glob.escape(base.name))
+                      if p.is_file() and _inside(p, roots))
         if hits:
             return hits[0]
     for root in (model_path.parent.parent.parent / "textures",
                  model_path.parent.parent / "textures"):   # CRRCsim: objects/ and textures/
         cand = root / base.name
-        if cand.is_file():
+        if cand.is_file() and _inside(cand, roots):
             return cand
     return None
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from importlib import util as importlib_util
 from pathlib import Path
 
@@ -55,24 +57,45 @@ def load_mnist5k(n_train: int | None = 3200, n_val: int | None = 800, n_test: in
                         "split_seed": seed})
 
 
+#: deflate expands data at most about 1032:1, so a gzipped file of S bytes cannot hold more
+MAX_DEFLATE_RATIO = 1032
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (MNIST's format): big-endian magic, dims, then uint8 data."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """An IDX array (MNIST's format): big-endian magic, dims, then uint8 data.
+
+    The header's count is checked against the file's size before the data is read (a gzipped
+    file: against the most its size can decompress to), so a lying header cannot make the
+    reader allocate or decompress more than the file holds.
+    """
+    gz = path.suffix == ".gz"
+    opener = gzip.open if gz else open
     try:
+        size = path.stat().st_size
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise DataError(f"{path} is not an IDX file of uint8 data (bad magic number)")
+            ndim = head[3]
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DataError(f"{path} ends inside its header; the file is truncated, "
+                                "download it again")
+            dims = tuple(int.from_bytes(dims_raw[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            count = math.prod(dims)
+            bound = size * MAX_DEFLATE_RATIO if gz else size - 4 - 4 * ndim
+            if count > bound:
+                raise DataError(f"{path}'s header says {count:,} bytes of data but the file "
+                                f"holds {'at most ' if gz else ''}{bound:,}; the file is "
+                                "truncated or corrupt, download it again")
+            raw = f.read(count + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e}; the file may be truncated, download it again")
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path} is not an IDX file of uint8 data (bad magic number)")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    count = int(np.prod(dims))
-    if len(raw) - offset != count:
-        raise DataError(f"{path} holds {len(raw) - offset} bytes of data but its header says "
+    if len(raw) != count:
+        held = f"{len(raw)}" if len(raw) < count else "more"
+        raise DataError(f"{path} holds {held} bytes of data but its header says "
                         f"{count}; the file is truncated, download it again")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def find_idx(folder: Path, stem: str) -> Path | None:

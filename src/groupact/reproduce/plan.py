@@ -28,7 +28,7 @@ from typing import Any
 
 from groupact.config import Config, check_ranges, load_config, read_text_file
 from groupact.errors import ConfigError, did_you_mean
-from groupact.strict import load_yaml, parse_override, shown, unknown_key
+from groupact.strict import checked_name, load_yaml, parse_override, shown, unknown_key
 
 #: bounds on a plan's size: a typo like ``seeds: 100000000`` is an error, not a hang
 MAX_SEEDS = 1000
@@ -274,6 +274,19 @@ def _budget(value: Any, datasets: list[str], runs: list[str], where: str) -> Bud
                            for name, v in methods.items()})
 
 
+def _names_are_safe(data: dict[str, Any], source: str) -> None:
+    """Every dataset, method, ablation and budget name of the plan is a plain name: they become
+    folders under --out (OUT/runs/DATASET/METHOD, runs/reproduce-BUDGET), so '..' or '/' in one
+    would train and write outside it."""
+    for section, what in (("datasets", "dataset"), ("methods", "method"),
+                          ("ablations", "ablation"), ("budgets", "budget")):
+        for name in _mapping(data.get(section), section):
+            try:
+                checked_name(name, f"plan {what}")
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+
+
 def parse_plan(data: Any, source: str = "plan") -> Plan:
     """A :class:`Plan` from the YAML's dict; every key and every override checked."""
     data = _mapping(data, "root")
@@ -281,6 +294,7 @@ def parse_plan(data: Any, source: str = "plan") -> Plan:
     raw_datasets = _mapping(data.get("datasets"), "datasets")
     if not raw_datasets:
         raise ConfigError(f"{source}: the plan lists no datasets")
+    _names_are_safe(data, source)
     datasets = {}
     for name, entry in raw_datasets.items():
         where = f"datasets.{name}"

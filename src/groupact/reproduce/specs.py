@@ -67,10 +67,28 @@ def expand_plan(plan: Plan, budget: str, out: Path, datasets: list[str] | None =
                                     plan.overrides(d, name, budget, seed),
                                     out / "runs" / d / name / f"seed{seed}",
                                     probe_only=plan.entry(name).probe_only))
+    _inside(out, runs)
     if not runs:
         raise ConfigError("the selection holds no runs (check --datasets and --methods: an "
                           "ablation runs only on its own datasets)")
     return runs
+
+
+def _inside(out: Path, runs: list[RunSpec]) -> None:
+    """Every run folder resolves inside ``out`` (a symlinked folder there cannot send a run
+    elsewhere), and no two runs share one (a case-insensitive file system)."""
+    root = out.resolve()
+    seen: dict[str, str] = {}
+    for spec in runs:
+        where = spec.run_dir.resolve()
+        if not where.is_relative_to(root):
+            raise ConfigError(f"{spec.run_dir} resolves to {where}, outside --out {out} (a "
+                              "symbolic link?); reproduce writes only inside --out")
+        key = str(where).casefold()
+        if key in seen:
+            raise ConfigError(f"runs {seen[key]} and {spec.label} would share the folder "
+                              f"{spec.run_dir}; rename one of them in the plan")
+        seen[key] = spec.label
 
 
 # --- what exists already -----------------------------------------------------------------------
@@ -108,6 +126,12 @@ def inspect_runs(runs: list[RunSpec], overwrite_changed: bool = False,
             if paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir()):
                 raise CheckpointError(f"{spec.run_dir} holds checkpoints but no config.yaml; it "
                                       "is not a run this tool can reuse: delete the folder")
+            foreign = foreign_entries(spec.run_dir)
+            if foreign or (paths.root.exists() and not paths.root.is_dir()):
+                raise CheckpointError(f"{spec.run_dir} exists and holds files groupact did not "
+                                      f"write ({', '.join(foreign[:3]) or 'it is a file'}); "
+                                      "reproduce writes only into run folders it makes: move "
+                                      "them, or use another --out")
             spec.action = "new"
             continue
         diffs = saved_differences(spec, run_config(spec).to_dict())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from groupact.config import save_config
+from groupact.errors import CheckpointError
 from groupact.io import read_json_object
 from groupact.reproduce.ledger import RUN_LOG, RunSpec, duration, write_run_meta
 from groupact.reproduce.specs import run_config
@@ -177,8 +178,13 @@ class _Signals:
 def _launch(spec: RunSpec, budget: str) -> tuple[subprocess.Popen, Any]:
     """Start one worker; its output goes to the run's log (appended: resumes keep history)."""
     if spec.action == "new":
+        config = RunPaths(spec.run_dir).config
+        if config.exists():   # made since the plan was inspected: not this plan's to overwrite
+            raise CheckpointError(f"{spec.run_dir} gained a config.yaml while reproduce ran "
+                                  "(another process?); it writes only into run folders it "
+                                  "makes: run the same command again")
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_config(spec), RunPaths(spec.run_dir).config)
+        save_config(run_config(spec), config)
     write_run_meta(spec, budget, 0.0, "running")
     log = open(spec.run_dir / RUN_LOG, "a")
     cmd = spec.command()
