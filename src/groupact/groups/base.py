@@ -7,6 +7,7 @@ convention ``compose(a, b) = a·b``: act with ``b`` first, then with ``a``.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -149,6 +150,19 @@ class Group(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def reduce_degrees(degrees: float) -> float:
+    """An angle in degrees as the same turn in [0, 360).
+
+    ``math.fmod`` is exact in float64, so even 1e20° lands on its true remainder (280°); turned
+    into radians (or float32) first, a huge angle keeps none of the digits that say where it
+    points.
+    """
+    r = math.fmod(degrees, 360.0)
+    if r < 0:
+        r += 360.0
+    return 0.0 if r >= 360.0 else r + 0.0     # -1e-20 + 360 rounds to 360; + 0.0: no -0.0
 
 
 def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:

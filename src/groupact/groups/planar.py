@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.errors import GroupactError
-from groupact.groups.base import Group, apply_grouped
+from groupact.groups.base import Group, apply_grouped, reduce_degrees
 
 
 def rotation_matrix_2d(theta: Tensor) -> Tensor:
@@ -35,12 +35,16 @@ def rotate_images(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
-def _parse_degrees(text: str, group: str) -> float:
+def _parse_degrees(text: str, group: str) -> tuple[float, float]:
+    """``--g`` as (the degrees typed, the same turn in [0, 360)); non-finite angles refused."""
     try:
-        return float(text.strip().removesuffix("deg").removesuffix("°"))
+        deg = float(text.strip().removesuffix("deg").removesuffix("°"))
     except ValueError:
         raise GroupactError(f"group '{group}' takes an angle in degrees, e.g. --g 90; "
                             f"got {text!r}") from None
+    if not math.isfinite(deg):
+        raise GroupactError(f"group '{group}' takes a finite angle in degrees; got {text!r}")
+    return deg, reduce_degrees(deg)
 
 
 class CyclicRotations(Group):
@@ -97,12 +101,13 @@ class CyclicRotations(Group):
         return rotation_matrix_2d(self.angle(g))
 
     def parse(self, text):
-        deg = _parse_degrees(text, self.name)
+        typed, deg = _parse_degrees(text, self.name)
         step = 360.0 / self.n
         k = deg / step
         if abs(k - round(k)) > 1e-6:
+            turned = f" ({deg:g}° after whole turns)" if typed != deg else ""
             raise GroupactError(f"group '{self.name}' turns by multiples of {step:g}°; "
-                                f"got {deg:g}°")
+                                f"got {typed:g}°{turned}")
         return torch.tensor([round(k) % self.n])
 
     def describe(self, g):
@@ -154,7 +159,7 @@ class SO2(Group):
         return rotation_matrix_2d(g)
 
     def parse(self, text):
-        return torch.tensor([math.radians(_parse_degrees(text, self.name)) % (2 * math.pi)])
+        return torch.tensor([math.radians(_parse_degrees(text, self.name)[1]) % (2 * math.pi)])
 
     def describe(self, g):
         return [f"{math.degrees(t):.0f}°" for t in g.tolist()]

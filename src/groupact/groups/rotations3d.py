@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.errors import GroupactError
-from groupact.groups.base import Group, apply_grouped
+from groupact.groups.base import Group, apply_grouped, reduce_degrees
 
 
 # --- matrices ---------------------------------------------------------------------------------
@@ -151,11 +151,26 @@ def _parse_axis_angle(text: str, group: str) -> Tensor:
         values = [float(p) for p in parts]
     except ValueError:
         raise GroupactError(hint) from None
-    if not all(math.isfinite(v) for v in values) or not any(values[:3]):
-        raise GroupactError(hint)
-    axis = torch.tensor([values[:3]], dtype=torch.float64)
-    angle = torch.tensor([math.radians(values[3])], dtype=torch.float64)
+    if not all(math.isfinite(v) for v in values):
+        raise GroupactError(f"group '{group}' takes finite numbers; got {text!r}")
+    if not any(values[:3]):
+        raise GroupactError(f"group '{group}': the axis 0,0,0 has no direction; give a nonzero "
+                            f"axis, e.g. --g 1,0,0,90; got {text!r}")
+    axis = torch.tensor([unit_axis(values[:3])], dtype=torch.float64)
+    angle = torch.tensor([math.radians(reduce_degrees(values[3]))], dtype=torch.float64)
     return axis_angle_to_matrix(axis, angle).to(torch.float32)
+
+
+def unit_axis(axis: list[float]) -> list[float]:
+    """A nonzero finite axis scaled to length 1 in float64 without overflow or underflow.
+
+    Dividing by the largest entry first keeps the squares in range: the norm of (1e200, 0, 0)
+    computed directly is inf (and the axis becomes 0, the identity), of (1e-200, 0, 0) it is 0.
+    """
+    big = max(abs(v) for v in axis)
+    scaled = [v / big for v in axis]
+    norm = math.sqrt(sum(v * v for v in scaled))
+    return [v / norm for v in scaled]
 
 
 def _describe_axis_angle(r: Tensor) -> list[str]:
