@@ -9,7 +9,7 @@ from typing import Callable
 
 from groupact.config import Config, DataConfig
 from groupact.data.adrenal import load_adrenal_synthetic, load_medmnist_npz
-from groupact.data.base import Splits, TensorSet, split_indices, to_unit_float
+from groupact.data.base import Splits, TensorSet, require_items, split_indices, to_unit_float
 from groupact.data.brain import load_brain2d_slices, load_brain3d_synthetic, load_brain_folder
 from groupact.data.images import load_folder, load_npz
 from groupact.data.mnist import IDX_HELP, load_mnist5k, load_mnist_idx
@@ -130,12 +130,33 @@ def register_dataset(kind: str, loader: Loader, description: str) -> None:
     DATASETS.register(kind, loader, description)
 
 
+#: data.kind → why its images have one size: data.size there would be ignored, so it is refused
+PUBLISHED_SIZE = {"mnist5k": "the bundled digits are 28×28",
+                  "mnist": "MNIST's IDX files hold 28×28 digits"}
+
+
+def check_size_applies(cfg: DataConfig) -> None:
+    """Refuse ``data.size`` where the loader could not honour it (a setting that silently does
+    nothing is a wrong result waiting to be reported), naming the kinds that do resize."""
+    if cfg.size is None:
+        return
+    why = PUBLISHED_SIZE.get(cfg.kind)
+    if cfg.kind == "adrenal3d" and cfg.path:
+        why = "a MedMNIST file is read at its own size"
+    if why:
+        resizing = ", ".join(k for k in DATASETS if k not in PUBLISHED_SIZE)
+        raise ConfigError(f"data.size={cfg.size} does not apply to data.kind={cfg.kind} ({why}); "
+                          f"data.size resizes the kinds {resizing}; remove data.size")
+
+
 def load_data(cfg: DataConfig) -> Splits:
-    """The splits a recipe's data section describes (``~`` in data.path is the user's home)."""
+    """The splits a recipe's data section describes (``~`` in data.path is the user's home),
+    each holding at least one item."""
     loader = DATASETS.entry(cfg.kind).factory
+    check_size_applies(cfg)
     if cfg.path:
         cfg = dataclasses.replace(cfg, path=os.path.expanduser(cfg.path))
-    return loader(cfg)
+    return require_items(loader(cfg))
 
 
 def build_pair_source(cfg: Config, group: Group, splits: Splits) -> PairSource:
@@ -151,4 +172,4 @@ def build_pair_source(cfg: Config, group: Group, splits: Splits) -> PairSource:
 
 __all__ = ["DATASETS", "Occluder", "PairBatch", "PairSource", "Splits", "TensorSet",
            "TransformPairs", "batches", "build_pair_source", "fixed_pairs", "load_data",
-           "register_dataset", "slice_pairs", "split_indices", "to_unit_float"]
+           "register_dataset", "require_items", "slice_pairs", "split_indices", "to_unit_float"]

@@ -74,6 +74,19 @@ class Splits:
                 "fingerprint": self.fingerprint()}
 
 
+def require_items(splits: Splits) -> Splits:
+    """Refuse a split with no items, naming it: an empty training split leaves an epoch with no
+    step (a division by zero in the trainer), an empty validation or test split has no mean."""
+    where = splits.info.get("source") or splits.info.get("name") or "the data"
+    for name, part in (("training", splits.train), ("validation", splits.val),
+                       ("test", splits.test)):
+        if len(part) == 0:
+            raise DataError(f"{where}: the {name} split holds no images; every split needs "
+                            "one or more (add images, or check data.n_train, data.n_val and "
+                            "data.n_test)")
+    return splits
+
+
 def split_indices(n: int, n_train: int, n_val: int, n_test: int, seed: int) -> tuple[Tensor, ...]:
     """A seeded permutation cut into train / val / test index sets (fixed for a given seed)."""
     if n_train + n_val + n_test > n:

@@ -98,6 +98,18 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
+def check_idx_rank(arr: np.ndarray, path: Path, images: bool) -> np.ndarray:
+    """An IDX array of the rank its file name promises: images (N, H, W), labels (N,). A labels
+    file that holds images (or the reverse) is a swapped or mislabelled download, refused here
+    rather than trained on as nonsense."""
+    want, shape = (3, "(N, H, W) images") if images else (1, "(N,) labels")
+    if arr.ndim != want or (images and min(arr.shape[1:]) < 1):
+        raise DataError(f"{path} holds an array of shape {arr.shape}, but this file must hold "
+                        f"{shape}; are the image and label files swapped or from another "
+                        "dataset?")
+    return arr
+
+
 def find_idx(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
                  stem.replace("-idx", ".idx") + ".gz"):
@@ -116,7 +128,11 @@ def load_mnist_idx(folder: str | Path, n_train: int | None = None, n_val: int | 
     missing = [IDX_FILES[k] + "[.gz]" for k, p in paths.items() if p is None]
     if missing:
         raise DataError(f"MNIST folder {folder} lacks {', '.join(missing)}; {IDX_HELP}")
-    arrays = {k: read_idx(p) for k, p in paths.items()}
+    arrays = {k: check_idx_rank(read_idx(p), p, k.endswith("images")) for k, p in paths.items()}
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise DataError(f"the train and test images in {folder} differ in size "
+                        f"({arrays['train_images'].shape[1:]} and "
+                        f"{arrays['test_images'].shape[1:]}); {IDX_HELP}")
     for part in ("train", "test"):
         if arrays[f"{part}_images"].shape[0] != arrays[f"{part}_labels"].shape[0]:
             raise DataError(f"{part} images and labels in {folder} differ in count")

@@ -8,6 +8,8 @@ order; :func:`resample_volumes` brings volumes to a grid. nibabel is optional
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,18 +33,47 @@ def import_nibabel():
 
 def read_nifti_ras(nib, f: Path, dtype=None) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A volume as stored, reoriented to RAS voxel order (x, y, z), trailing length-1 axes
-    dropped, in ``dtype`` (None: the file's own, e.g. integer labels), and its voxel sizes in mm
-    (a missing or non-positive size reads as 1)."""
+    dropped, in ``dtype`` (None: the file's own, e.g. integer labels), and its voxel sizes in mm.
+    2D images and voxel sizes that are zero, negative, NaN or infinite are refused."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)  # nibabel logs (and repairs) bad headers on stderr
     try:
-        img = nib.as_closest_canonical(nib.load(str(f)))
+        img = nib.load(str(f))
+        if len(img.shape) < 3:
+            raise DataError(f"{f} is a {len(img.shape)}D image of shape {img.shape}; each file "
+                            "must hold one 3D volume")
+        check_voxel_sizes(f, stored_voxel_sizes(nib, f, img))
+        img = nib.as_closest_canonical(img)
         arr = np.asarray(img.dataobj, dtype=dtype)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - nibabel raises many kinds for a bad file
         raise DataError(f"{f} is not a readable NIfTI volume ({type(e).__name__}: {e}); "
                         "replace or remove it") from None
+    finally:
+        logger.setLevel(level)
     while arr.ndim > 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    return arr, tuple(z if z > 0 else 1.0 for z in zooms)
+    return arr, zooms
+
+
+def stored_voxel_sizes(nib, f: Path, img) -> tuple[float, ...]:
+    """The three voxel sizes the file's header holds, read again without nibabel's repairs
+    (which turn a 0 into 1 and would hide it)."""
+    with nib.openers.ImageOpener(str(f)) as fo:
+        raw = type(img.header).from_fileobj(fo, check=False)
+    return tuple(float(z) for z in raw["pixdim"][1:4])
+
+
+def check_voxel_sizes(f: Path, sizes: tuple[float, ...]) -> None:
+    """Refuse voxel sizes that are not positive finite millimetres: resampling divides by them
+    (inf or NaN gives an empty or NaN volume) and a 0 would be a guess."""
+    if not all(math.isfinite(z) and z > 0 for z in sizes):
+        shown = ", ".join(f"{z:g}" for z in sizes)
+        raise DataError(f"{f} has voxel sizes ({shown}) mm; each must be a positive finite "
+                        "number: fix the header's pixdim or remove the file")
 
 
 def read_nifti(nib, f: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
