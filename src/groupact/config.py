@@ -233,6 +233,11 @@ def read_text_file(path: Path, what: str) -> str:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
+#: the largest seed: 63 bits, so that the offsets added to derive further seeds stay inside the
+#: 64 bits that torch's generators take
+MAX_SEED = 2 ** 63 - 1
+
+
 def check_ranges(cfg: Config) -> None:
     """Ranges a type check cannot see (sizes, counts, probabilities), refused before a run
     writes anything; each message names the key and what it takes."""
@@ -246,7 +251,9 @@ def check_ranges(cfg: Config) -> None:
         (0.0 <= d.block_prob <= 1.0, f"data.block_prob must lie in [0, 1]; got {d.block_prob}"),
         (d.block_size >= 1, f"data.block_size must be 1 or more; got {d.block_size}"),
         (d.n_poses >= 1, f"data.n_poses must be 1 or more; got {d.n_poses}"),
-        (d.split_seed >= 0, f"data.split_seed must be 0 or more; got {d.split_seed}"),
+        *[(0 <= v <= MAX_SEED, f"{k} must be 0 or more and at most 2**63 - 1; got {shown(v)}")
+          for k, v in (("data.split_seed", d.split_seed), ("train.seed", cfg.train.seed),
+                       ("eval.seed", e.seed))],
         (g.n >= 1, f"group.n must be 1 or more; got {g.n}"),
         (g.size >= 1, f"group.size must be 1 or more; got {g.size}"),
         (g.unit >= 1, f"group.unit must be 1 or more pixels; got {g.unit}"),
@@ -261,6 +268,7 @@ def check_ranges(cfg: Config) -> None:
         (m.factor >= 1, f"model.factor must be 1 or more; got {m.factor}"),
         (m.latent_dim >= 1, f"model.latent_dim must be 1 or more; got {m.latent_dim}"),
         (m.fibre >= 1, f"model.fibre must be 1 or more; got {m.fibre}"),
+        (m.frequencies >= 1, f"model.frequencies must be 1 or more; got {m.frequencies}"),
         (0.0 < m.mask.tau < 1.0, f"model.mask.tau must lie in (0, 1); got {m.mask.tau}"),
         (m.mask.init_std >= 0.0, f"model.mask.init_std must be 0 or more; got "
          f"{m.mask.init_std}"),

@@ -96,9 +96,13 @@ class LearnedAction(LatentAction):
                 raise ConfigError(f"this learned action was made for fibres of size {self.k}, "
                                   f"not {k}")
             return
-        if self.form == "so2" and k < 2 or self.form == "so3" and k < 3:
+        if k < 2:
+            raise ConfigError(f"action.kind=learned needs fibres of 2 or more (set model.fibre);"
+                              f" a fibre of {k} cannot rotate (SO(1) = {{1}}): ρ_θ(g) would be "
+                              "the identity for every g, or at most flip a sign")
+        if self.form == "so3" and k < 3:
             raise ConfigError(f"action.kind=learned for '{self.group.name}' needs fibres of at "
-                              f"least {2 if self.form == 'so2' else 3} (set model.fibre)")
+                              "least 3 (set model.fibre)")
         self.k = k
         # a random start follows the run's seed (the trainer seeds torch before building the
         # model) without drawing from the global RNG, which model builds leave alone
