@@ -259,6 +259,15 @@ def partial_name(target: Path) -> Path:
     return target.parent / f".{target.name}.groupact-partial"
 
 
+def refuse_symlink(target: Path) -> None:
+    """Refuse an output folder that is a symbolic link (dangling or not), before anything is
+    written: building aside swaps folders by renaming, which would move the link itself (not
+    the folder it points to) and leave the job half done."""
+    if target.is_symlink():
+        raise GroupactError(f"{target} is a symbolic link (to {os.readlink(target)}); give the "
+                            "folder it points to, or a new path")
+
+
 @contextmanager
 def folder_built_aside(target: Path) -> Iterator[Path]:
     """Build a whole folder next to ``target`` and rename it into place only when it is complete.
@@ -269,6 +278,7 @@ def folder_built_aside(target: Path) -> Iterator[Path]:
     after the new one is complete. Yields the folder to write into.
     """
     target = Path(target)
+    refuse_symlink(target)
     part = partial_name(target)
     make_folder(target.parent)
     if part.exists():
@@ -354,9 +364,24 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or "model" not in state or "format" not in state:
         raise CheckpointError(f"{path} is not a groupact checkpoint")
     fmt = state["format"]
-    if not isinstance(fmt, int) or isinstance(fmt, bool):
-        raise CheckpointError(f"{path} is not a groupact checkpoint (format {fmt!r})")
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise CheckpointError(f"{path} is not a groupact checkpoint (format {str(fmt)[:40]}; "
+                              f"groupact writes 1 to {CHECKPOINT_FORMAT})")
     if fmt > CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {fmt}, newer than this "
                               f"groupact understands ({CHECKPOINT_FORMAT}); upgrade groupact")
+    check_finite_weights(path, state["model"])
     return state
+
+
+def check_finite_weights(path: Path, weights: Any) -> None:
+    """Refuse weights that are not a name → tensor mapping or hold NaN or inf: such a model turns
+    every image into NaN (shown as black) without a word, and training never saves one."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path} is not a groupact checkpoint (its model is not a mapping "
+                              "of weights)")
+    for name, w in weights.items():
+        if isinstance(w, torch.Tensor) and w.is_floating_point() and not bool(w.isfinite().all()):
+            raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights (in "
+                                  f"{str(name)[:80]}); it is damaged: retrain or restore it "
+                                  "from a backup")
