@@ -66,8 +66,9 @@ def test_probe_accuracy_dispatches_on_the_solver_and_handles_empty_and_one_class
     assert sk.c in (0.01, 1.0) and lb.c is None
     assert sk.accuracy > 0.8 and lb.accuracy > 0.8
     assert probe_accuracy(x[:, :0], y, x[:, :0], y, x[:, :0], y) is None
-    ones = torch.ones_like(y)
-    assert probe_accuracy(x, ones, x, ones, x, ones).accuracy == 1.0
+    ones = torch.ones_like(y)   # one class: no probe (not a constant's trivial 1.0)
+    assert probe_accuracy(x, ones, x, ones, x, ones) is None
+    assert probe_accuracy(x, ones, x, y, x, y, ProbeSettings(solver="lbfgs")) is None
 
 
 def _splits(val_labels: bool) -> Splits:

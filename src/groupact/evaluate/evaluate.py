@@ -20,12 +20,13 @@ from groupact.data import batches, build_pair_source, fixed_pairs, load_data
 from groupact.distributed import resolve_device
 from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, region_psnr, ssim
-from groupact.evaluate.probe import ProbeSettings, probes, untrained_copy
+from groupact.evaluate.probe import ProbeSettings, check_probe_labels, probes, untrained_copy
+from groupact.evaluate.report import read_history
 from groupact.evaluate.run_figures import make_figures
 from groupact.evaluate.views3d import looks_binary
-from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, read_jsonl
+from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, refuse_symlink
 from groupact.model import GroupActionAutoencoder
-from groupact.runs import RunPaths, claim_eval_folder, load_run
+from groupact.runs import claim_eval_folder, load_run
 
 
 @torch.no_grad()
@@ -145,7 +146,7 @@ def homomorphism_error(model: GroupActionAutoencoder, x: Tensor, seed: int) -> f
 
 def mask_stats(model: GroupActionAutoencoder, run_dir: Path) -> dict[str, Any]:
     hard = model.mask.hard().cpu()
-    history = read_jsonl(RunPaths(run_dir).metrics)
+    history = read_history(run_dir)
     fractions = [r["mask_fraction"] for r in history if "mask_fraction" in r]
     flips = 0
     for prev, cur in zip(history, history[1:]):
@@ -188,7 +189,11 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
     quick = n_pairs is not None or probes_on is False
     out = Path(out_dir) if out_dir else run.paths.root / (
         "eval-heldout" if heldout else "eval-quick" if quick else "eval")
+    refuse_symlink(out)
     splits = _checked_splits(run, heldout)
+    read_history(run.paths.root)                  # a damaged training log: refused before work
+    if run.cfg.eval.probes if probes_on is None else probes_on:
+        check_probe_labels(splits)
     lock = claim_eval_folder(run.paths, out)
     try:
         return _evaluate(run, splits, out, device, log, figures_on, probes_on)

@@ -19,9 +19,10 @@ from torch import Tensor
 
 from groupact.build import model_from_config
 from groupact.data import TransformPairs
-from groupact.errors import GroupactError
+from groupact.errors import DataError, GroupactError
 from groupact.evaluate.metrics import EVAL_BATCH, encode_all
 from groupact.model import GroupActionAutoencoder
+from groupact.strict import shown
 
 
 @dataclasses.dataclass
@@ -120,12 +121,30 @@ class ProbeSettings:
         return cls(e.probe, tuple(e.probe_c), e.probe_max_iter, e.probe_steps, e.probe_l2)
 
 
+def check_probe_labels(splits) -> None:
+    """Refuse labels that leave the probes nothing to tell apart: with one class in the training
+    split every probe predicts it and scores its share of the test split (1.0 when the test
+    split holds the same class), whatever the representation. Data without labels has no probes
+    and passes."""
+    if splits.train.labels is None or splits.test.labels is None:
+        return
+    classes = torch.unique(splits.train.labels).tolist()
+    if len(classes) < 2:
+        where = splits.info.get("source") or splits.info.get("name") or "the data"
+        raise DataError(f"{where}: the training split's labels hold one class "
+                        f"({shown(classes)}), so every linear probe would score its share of the "
+                        "test split, whatever the model; give labels of two or more classes, or "
+                        "set eval.probes=false (evaluate: --no-probes)")
+
+
 def probe_accuracy(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
                    test_x: Tensor, test_y: Tensor,
                    settings: ProbeSettings = ProbeSettings()) -> ProbeFit | None:
     """Test accuracy of a linear probe trained on (train_x, train_y), its C chosen on
-    (val_x, val_y) (the lbfgs probe ignores them); None for empty features."""
-    if train_x.shape[1] == 0:
+    (val_x, val_y) (the lbfgs probe ignores them); None for empty features, and for training
+    labels of one class (nothing to tell apart: the "probe" would be a constant, its accuracy
+    the class's share of the test labels, not a property of the features)."""
+    if train_x.shape[1] == 0 or torch.unique(train_y).numel() < 2:
         return None
     if settings.solver == "lbfgs":
         n_classes = int(max(train_y.max(), test_y.max())) + 1
@@ -134,8 +153,6 @@ def probe_accuracy(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tenso
         logits = ((test_x.cpu().float() - mean) / std) @ w + b
         return ProbeFit(float((logits.argmax(1) == test_y.cpu()).double().mean()), None, True)
     ytr = train_y.cpu().numpy()
-    if np.unique(ytr).size < 2:                # one class: nothing to fit, predict it
-        return ProbeFit(float(np.mean(test_y.cpu().numpy() == ytr[0])), None, True)
     # fit_sklearn_probe standardises in float64 itself: no float64 copy here as well
     return fit_sklearn_probe(train_x.cpu().numpy(), ytr, val_x.cpu().numpy(), val_y.cpu().numpy(),
                              test_x.cpu().numpy(), test_y.cpu().numpy(), list(settings.c_grid),

@@ -10,9 +10,8 @@ from torch import Tensor
 
 from groupact.data import TransformPairs
 from groupact.evaluate import figures
+from groupact.evaluate.report import read_history
 from groupact.evaluate.views3d import looks_binary
-from groupact.io import read_jsonl
-from groupact.runs import RunPaths
 
 
 def short_labels(group, g: Tensor) -> list[str]:
@@ -130,7 +129,7 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
         figures.representation_figure(model.action, p, f"{name}: the learned representation ρ_θ")
         written.append(p.name)
 
-    history = read_jsonl(RunPaths(run_dir).metrics)
+    history = read_history(run_dir)
     p = fig_dir / "training_curves.png"
     figures.training_curves(history, p, f"{name}: training")
     written.append(p.name)

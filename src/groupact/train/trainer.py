@@ -27,10 +27,11 @@ from torch import Tensor
 from groupact.build import group_from_config, model_from_config
 from groupact.config import Config, TrainConfig, check_ranges, save_config
 from groupact.data import PairBatch, Splits, TensorSet, batches, build_pair_source, fixed_pairs, \
-    load_data, slice_pairs
+    load_data, require_items, slice_pairs
 from groupact.distributed import Comm
 from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
+from groupact.evaluate.probe import check_probe_labels
 from groupact.io import append_jsonl, atomic_copy, atomic_write_json, save_checkpoint
 from groupact.latent import ALDMask
 from groupact.losses import LossWeights, get_loss, with_homomorphism
@@ -95,7 +96,9 @@ class Trainer:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         self.device = self.comm.device(cfg.train.device)
-        self.splits = splits if splits is not None else load_data(cfg.data)
+        self.splits = require_items(splits if splits is not None else load_data(cfg.data))
+        if cfg.eval.probes:
+            check_probe_labels(self.splits)
         self.group = group_from_config(cfg)
         self.source = build_pair_source(cfg, self.group, self.splits)
         # a run owns its process's global RNG (dropout-like ops would draw from it); seeded here,
