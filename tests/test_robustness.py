@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -497,6 +498,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "typo.yaml").write_text("name: typo\ntrian: {epochs: 1}\n")
     (root / "notyaml.yaml").write_text("name: [unclosed\n")
     make_hostile_files(root, good)
+    make_edge_files(root, good)
     return root
 
 
@@ -671,6 +673,89 @@ def make_hostile_files(root: Path, good: np.ndarray) -> None:
     (root / "outdir").mkdir()
     (root / "outdir" / "keep.txt").write_text("a user's file\n")
     (root / "results_file").write_text("not a folder")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file (MNIST's format) of uint8 data, of any rank."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                     for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _idx_folder(folder: Path, train_images: np.ndarray, train_labels: np.ndarray,
+                test_images: np.ndarray, test_labels: np.ndarray) -> None:
+    folder.mkdir()
+    for name, arr in (("train-images-idx3-ubyte", train_images),
+                      ("train-labels-idx1-ubyte", train_labels),
+                      ("t10k-images-idx3-ubyte", test_images),
+                      ("t10k-labels-idx1-ubyte", test_labels)):
+        _write_idx(folder / name, arr)
+
+
+def _nifti_folder(folder: Path, shape: tuple[int, ...], voxel: tuple[float, ...] | None) -> None:
+    """Six NIfTI files of one shape, their header's voxel sizes set to ``voxel`` as given (the
+    header is written directly: nibabel refuses to set such sizes)."""
+    import nibabel as nib
+    folder.mkdir()
+    for i in range(6):
+        img = nib.Nifti1Image(np.random.default_rng(i).random(shape).astype(np.float32),
+                              np.eye(4))
+        if voxel is not None:
+            img.header["pixdim"][1:4] = voxel
+        nib.save(img, str(folder / f"s{i}.nii"))
+
+
+def _poison_weights(best: Path, last: Path) -> None:
+    for path in (best, last):
+        state = torch.load(path, weights_only=True)
+        next(iter(state["model"].values())).view(-1)[0] = float("nan")
+        torch.save(state, path)
+
+
+def _format(number: int):
+    def edit(best: Path, last: Path) -> None:
+        state = torch.load(best, weights_only=True)
+        state["format"] = number
+        torch.save(state, best)
+    return edit
+
+
+def make_edge_files(root: Path, good: np.ndarray) -> None:
+    """The files of the edge-case rows: empty splits, swapped IDX files, one-class labels,
+    odd NIfTI headers, damaged weights and metric files, a symbolic link to export onto."""
+    rng = np.random.default_rng(4)
+    digits, labels = rng.integers(0, 256, (16, 28, 28)), np.arange(16) % 10
+    _idx_folder(root / "idx_swapped", digits, digits, digits[:5], labels[:5])
+    _idx_folder(root / "idx_rank4", digits[:, None], labels, digits[:5], labels[:5])
+    _idx_folder(root / "idx_no_test", digits, labels, digits[:0], labels[:0])
+    medmnist = {}
+    for split, n in (("train", 0), ("val", 4), ("test", 4)):
+        medmnist[f"{split}_images"] = rng.integers(0, 2, (n, 8, 8, 8)).astype(np.uint8)
+        medmnist[f"{split}_labels"] = (np.arange(n) % 2)[:, None]
+    np.savez(root / "medmnist_no_train.npz", **medmnist)
+    np.savez(root / "one_class.npz", images=good, labels=np.full(len(good), 3))
+    _nifti_folder(root / "nii_2d", (8, 8), None)
+    for name, voxel in (("inf", (1.0, np.inf, 1.0)), ("zero", (1.0, 0.0, 1.0)),
+                        ("nan", (np.nan, 1.0, 1.0))):
+        _nifti_folder(root / f"nii_{name}", (8, 8, 8), voxel)
+    _copy_run(root / "run", root / "nanweights", _poison_weights)
+    _copy_run(root / "run", root / "negformat", _format(-1))
+    _copy_run(root / "run", root / "zeroformat", _format(0))
+    shutil.copytree(root / "run", root / "evalgarbage")
+    (root / "evalgarbage" / "eval").mkdir(exist_ok=True)
+    (root / "evalgarbage" / "eval" / "metrics.json").write_text(
+        json.dumps({"recipe": "rotmnist-c4", "psnr": "abc", "epochs": 1, "best_epoch": 1}))
+    shutil.copytree(root / "run", root / "evalbadepochs")
+    (root / "evalbadepochs" / "eval").mkdir(exist_ok=True)
+    (root / "evalbadepochs" / "eval" / "metrics.json").write_text(
+        json.dumps({"recipe": "rotmnist-c4", "psnr": 20.0, "epochs": {"a": 1}}))
+    for name, edit in (("histgarbage", {"train_loss": "abc"}), ("histmask", {"mask": "zz"})):
+        shutil.copytree(root / "run", root / name)
+        log = root / name / "metrics.jsonl"
+        record = {**json.loads(log.read_text().splitlines()[0]), **edit}
+        log.write_text(json.dumps(record) + "\n")
+    (root / "export_target").mkdir()
+    (root / "export_link").symlink_to("export_target")
 
 
 def _features(run: str, inp: str, out: str = "f.npy", *extra: str) -> list[str]:
@@ -883,9 +968,66 @@ BAD_INPUTS.update({
     "resume-missing": (["train", "--resume", "--run-dir", "nowhere"], "does not exist"),
 })
 
+BAD_INPUTS.update({
+    # empty splits (an epoch of no steps divided by zero in the trainer)
+    "data-empty-test-split": (_train("data.kind=mnist", "data.path=idx_no_test"),
+                              "the test split holds no images"),
+    "data-empty-training-split": (_train("data.path=medmnist_no_train.npz",
+                                         recipe="adrenal3d-so3"),
+                                  "the training split holds no images"),
+    # IDX files of the wrong rank, labels that hold images
+    "idx-labels-hold-images": (_train("data.kind=mnist", "data.path=idx_swapped"),
+                               "must hold (N,) labels; are the image and label files swapped"),
+    "idx-images-of-rank-4": (_train("data.kind=mnist", "data.path=idx_rank4"),
+                             "must hold (N, H, W) images"),
+    # labels that make every probe trivially right
+    "labels-one-class": (_npz("one_class.npz"), "the training split's labels hold one class "
+                                                "([3])"),
+    # --g beyond float sense: reduced modulo 360° first (the right answers: tests below)
+    "g-huge-not-a-multiple": (_g("run", "1e20"), "got 1e+20° (280° after whole turns)"),
+    # checkpoints transform must not use
+    "ckpt-nan-weights": (_transform("nanweights", "digit.png"), "holds NaN or infinite weights"),
+    "ckpt-negative-format": (_transform("negformat", "digit.png"),
+                             "is not a groupact checkpoint (format -1; groupact writes 1 to"),
+    "ckpt-zero-format": (_transform("zeroformat", "digit.png"), "(format 0; groupact writes"),
+    # metric files with values of the wrong type
+    "report-metric-not-a-number": (["report", "evalgarbage"], "'psnr' is \"abc\", not a number"),
+    "report-epochs-not-a-number": (["report", "evalbadepochs"],
+                                   "'epochs' is {\"a\": 1}, not a whole number"),
+    "evaluate-history-not-a-number": (["evaluate", "histgarbage"],
+                                      "'train_loss' is \"abc\", not a number or null"),
+    "evaluate-history-mask-not-a-list": (["evaluate", "histmask", "--no-probes"],
+                                         "'mask' is \"zz\", not a list of numbers"),
+    # seeds a generator cannot take
+    **{f"seed-{k}={v[:12]}": (_train(f"{k}={v}"), f"{k} must be 0 or more and at most 2**63 - 1")
+       for k, v in (("train.seed", str(2 ** 64)), ("train.seed", "-1"), ("eval.seed", "-5"),
+                    ("data.split_seed", str(10 ** 30)))},
+    # NIfTI volumes that are not volumes, or have no size
+    "nifti-2d": (_train("data.path=nii_2d", "data.size=8", recipe="brain3d-so3"),
+                 "is a 2D image of shape (8, 8)"),
+    **{f"nifti-{name}-voxel-size": (_train(f"data.path=nii_{name}", "data.size=8",
+                                           recipe="brain3d-so3"),
+                                    f"has voxel sizes ({shown}) mm; each must be a positive")
+       for name, shown in (("inf", "1, inf, 1"), ("zero", "1, 0, 1"), ("nan", "nan, 1, 1"))},
+    # settings that would do nothing
+    "learned-action-fibre-1": (_train("model.net=jin-mnist", "model.action.kind=learned",
+                                      "model.fibre=1"), "a fibre of 1 cannot rotate"),
+    "data-size-for-bundled-digits": (_train("data.size=32"),
+                                     "data.size=32 does not apply to data.kind=mnist5k"),
+    "data-size-for-mnist-idx": (_train("data.kind=mnist", "data.path=idx_swapped",
+                                       "data.size=32"), "does not apply to data.kind=mnist "),
+    "range-model.frequencies=-1": (_train("model.frequencies=-1"),
+                                   "model.frequencies must be 1 or more"),
+    # export onto a symbolic link: refused before anything is written
+    "export-onto-a-symlink": (["export", "run", "export_link"],
+                              "export_link is a symbolic link (to export_target)"),
+    "evaluate-out-a-symlink": (["evaluate", "run", "--out", "export_link"],
+                               "export_link is a symbolic link (to export_target)"),
+})
+
 #: rows also run through a real `python -m groupact.cli` process in the default suite
 REAL_PROCESS = {"key-typo", "ckpt-truncated", "yaml-alias-bomb", "evaluate-cuda-without-gpu",
-                "overwrite-a-user-folder"}
+                "overwrite-a-user-folder", "g-huge-not-a-multiple"}
 
 #: rows that fail because of a known bug outside this issue's files (remove the entry once fixed)
 KNOWN_BUGS: dict[str, str] = {}
@@ -958,7 +1100,88 @@ def test_the_table_has_every_kind_of_bad_input():
              "run-not-a-run", "ckpt-truncated", "ckpt-corrupt", "ckpt-other-model",
              "ckpt-newer-format", "mnist-folder-missing", "npz-missing", "range-", "yaml-",
              "plan-", "reproduce-", "npz-", "folder-", "g-", "orbit-", "output-", "input-",
-             "features-", "evaluate-", "report-", "export-", "overwrite-", "run-dir-"]
+             "features-", "evaluate-", "report-", "export-", "overwrite-", "run-dir-",
+             "data-empty-", "idx-", "labels-one-class", "g-huge", "ckpt-nan-weights",
+             "ckpt-negative-format", "report-metric-not-a-number", "evaluate-history-", "seed-",
+             "nifti-2d", "nifti-inf", "learned-action-fibre-1", "data-size-for-bundled-digits",
+             "range-model.frequencies", "export-onto-a-symlink"]
     for kind in kinds:
         assert any(k.startswith(kind) for k in BAD_INPUTS), kind
     assert len(BAD_INPUTS) >= 120
+
+
+# --- edge inputs that have a right answer -----------------------------------------------------------
+
+def test_huge_angles_turn_by_their_remainder_modulo_360():
+    """An angle is reduced modulo 360° in float64 before it becomes radians or float32: 1e20° is
+    280° exactly (10²⁰ ≡ 280 mod 360), 3600000000090° is 90°."""
+    from groupact.groups import SO2, CyclicRotations
+    from groupact.groups.base import reduce_degrees
+    assert reduce_degrees(1e20) == 280.0 and reduce_degrees(3600000000090) == 90.0
+    assert reduce_degrees(-90.0) == 270.0 and reduce_degrees(-1e-20) == 0.0
+    c4, so2 = CyclicRotations(4), SO2()
+    assert c4.parse("3600000000090").tolist() == [1] == c4.parse("90").tolist()
+    assert c4.parse("-3600000000090").tolist() == [3]
+    assert torch.equal(so2.parse("1e20"), so2.parse("280"))
+    assert so2.parse("1e20").item() == pytest.approx(math.radians(280), abs=1e-6)
+    assert torch.equal(so2.parse("-1e300"), so2.parse(f"{reduce_degrees(-1e300)!r}"))
+    with pytest.raises(GroupactError, match="multiples of 90°; got 1e\\+20° \\(280° after"):
+        c4.parse("1e20")
+
+
+def test_huge_and_tiny_so3_axes_give_the_unit_axis_rotation():
+    """The axis is scaled by its largest entry before its norm: 1e200 does not overflow to inf (the
+    identity) nor 1e-200 underflow to 0 (NaN)."""
+    from groupact.groups import SO3, CubeRotations
+    so3 = SO3()
+    unit = so3.parse("1,0,0,90")
+    assert torch.equal(so3.parse("1e200,0,0,90"), unit)
+    assert torch.equal(so3.parse("1e-200,0,0,90"), unit)
+    assert torch.allclose(so3.parse("1e300,1e300,1e300,1e20"), so3.parse("1,1,1,280"),
+                          atol=1e-7)
+    assert not torch.allclose(so3.parse("1e200,0,0,90"), so3.identity(1))
+    assert CubeRotations().parse("1e300,0,0,3600000000090").item() == \
+        CubeRotations().parse("1,0,0,90").item()
+    with pytest.raises(GroupactError, match="the axis 0,0,0 has no direction"):
+        so3.parse("0,0,0,90")
+    with pytest.raises(GroupactError, match="takes finite numbers"):
+        so3.parse("1,0,0,inf")
+
+
+def test_transform_with_a_huge_angle_equals_its_remainder(workspace, tmp_path):
+    """End to end: the same image out of `transform` for the angle and for its remainder."""
+    from groupact.transform import transform_file
+    for run, big, small in (("run", "3600000000090", "90"), ("jin", "1e20", "280")):
+        a = transform_file(workspace / run, workspace / "digit.png", tmp_path / "a.npy", g=big)
+        b = transform_file(workspace / run, workspace / "digit.png", tmp_path / "b.npy", g=small)
+        assert torch.equal(a, b), run
+        assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_export_into_a_symlinked_parent_is_whole(workspace, tmp_path):
+    """A link above the export folder is followed like any folder: the export lands whole in the
+    folder the link points to (only a link AS the export folder is refused)."""
+    from groupact.runs import export_run, load_run
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    export_run(workspace / "run", tmp_path / "link" / "copy")
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["copy"]
+    assert (tmp_path / "real" / "copy" / "SHA256SUMS").is_file()
+    assert load_run(tmp_path / "real" / "copy").checkpoint["epoch"] == 1
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(GroupactError, match="is a symbolic link"):
+        export_run(workspace / "run", tmp_path / "dangling")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_probes_refuse_one_class_and_never_score_a_constant():
+    from groupact.data import Splits, TensorSet
+    from groupact.evaluate.probe import check_probe_labels
+
+    def part(labels):
+        return TensorSet(torch.rand(len(labels), 1, 4, 4), torch.tensor(labels))
+
+    check_probe_labels(Splits(part([0, 1, 0]), part([0]), part([1])))  # two classes: fine
+    check_probe_labels(Splits(TensorSet(torch.rand(3, 1, 4, 4)), part([0]), part([0])))
+    with pytest.raises(GroupactError, match=r"labels hold one class \(\[2\]\).*eval.probes=false"):
+        check_probe_labels(Splits(part([2, 2, 2]), part([2]), part([2])))
