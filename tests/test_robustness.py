@@ -1063,7 +1063,7 @@ def forked_results(workspace, tmp_path_factory) -> dict:
     runner.write_text(RUNNER)
     # One OpenMP thread in the runner: it forks a child per case, and a fork taken after torch's
     # GNU OpenMP pool has started deadlocks the child's next parallel op (gomp_team_barrier_wait,
-    # seen under gdb in session 8: the table hung until the timeout).
+    # seen under gdb: the table hung until the timeout).
     p = subprocess.run([sys.executable, str(runner), str(cases), str(workspace), str(out)],
                        capture_output=True, text=True, env={**_env(), "OMP_NUM_THREADS": "1"},
                        timeout=600)
