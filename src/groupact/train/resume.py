@@ -8,7 +8,7 @@ from typing import Any
 from groupact.config import Config, from_dict, load_config, merge, parse_override
 from groupact.errors import CheckpointError, ConfigError
 from groupact.io import load_checkpoint, read_jsonl
-from groupact.nets import check_trusted_net, resolved_net_name
+from groupact.nets import check_trusted_net, is_user_net, resolved_net_name
 from groupact.runs import RunPaths, config_differences, read_run_config, saved_config
 
 #: config keys a resumed run may change: how long and where it trains, never what it learns
@@ -69,9 +69,9 @@ def resume_config(run_dir: str | Path, recipe: str | None = None,
     when the recipe or overrides name that same net (the user chose it here).
     """
     saved = read_run_config(run_dir)
-    named_here = net_given(recipe, overrides) == resolved_net_name(saved.model.net)
-    check_trusted_net(saved.model.net, trust_code or named_here,
-                      str(RunPaths(Path(run_dir)).config))
+    if is_user_net(saved.model.net) and not trust_code:
+        named_here = net_given(recipe, overrides) == resolved_net_name(saved.model.net)
+        check_trusted_net(saved.model.net, named_here, str(RunPaths(Path(run_dir)).config))
     if recipe is not None:
         named = load_config(recipe).name
         if named != saved.name:
