@@ -7,8 +7,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from groupact.data.base import Splits, TensorSet
-from groupact.evaluate.probe import (ProbeSettings, fit_sklearn_probe, probe_accuracy, row_space,
-                                     validation_part)
+from groupact.evaluate import probe as probe_module
+from groupact.evaluate.probe import (ProbeSettings, equal_columns, fit_sklearn_probe,
+                                     probe_accuracy, probe_features, row_space, validation_part)
 
 
 def blobs(n: int, d: int, seed: int, noise: float = 1.0, classes: int = 3):
@@ -34,6 +35,58 @@ def test_the_row_space_reduction_gives_the_same_probe_as_the_full_features():
     # more items than features: nothing to reduce
     big, _ = blobs(300, 20, 2)
     assert row_space(big)[0] is big
+
+
+def _full_probe(x, y, xt, c):
+    """The reference: LogisticRegression on the whole standardised features, tightly converged."""
+    mean, std = x.mean(0), x.std(0)
+    std[std < 1e-6] = 1.0
+    clf = LogisticRegression(C=c, tol=1e-10, max_iter=20000).fit((x - mean) / std, y)
+    return clf.decision_function((xt - mean) / std)
+
+
+@pytest.mark.parametrize("n", [300, 40])       # more items than features, and fewer
+def test_the_probe_features_predict_what_the_whole_standardised_features_do(n, monkeypatch):
+    # repeated columns (as an orbit-averaged map repeats its values) and constant ones (a ball
+    # mask's zeros) are kept once; with fewer items the span of the rows is taken a few
+    # columns at a time (a small chunk, so the chunked Gram matrix is exercised)
+    monkeypatch.setattr(probe_module, "COLUMN_CHUNK", 7)
+    x, y = blobs(n, 30, 10)
+    xt, _ = blobs(50, 30, 11)
+    rep = [0, 0, 0, 1, 2, 2, *range(3, 30)]
+    x, xt = np.c_[x[:, rep], np.zeros((n, 4))], np.c_[xt[:, rep], np.zeros((50, 4))]
+    mean, std = x.mean(0), x.std(0)
+    std[std < 1e-6] = 1.0
+    cols, scale = equal_columns(x, mean, std)
+    assert len(cols) == 31 and sorted(scale.tolist()).count(np.sqrt(3)) == 1
+    tr, te = probe_features(x.astype(np.float32), xt.astype(np.float32))
+    assert tr.dtype == np.float32 and tr.shape[1] == min(31, n)
+    # fitted in float64 here: the reduction is under test, not float32's tolerance
+    reduced = LogisticRegression(C=0.1, tol=1e-10, max_iter=20000).fit(tr.astype(float), y)
+    np.testing.assert_allclose(reduced.decision_function(te.astype(float)),
+                               _full_probe(x, y, xt, 0.1), atol=1e-4)
+
+
+def test_near_equal_columns_beyond_the_tolerance_are_kept_apart():
+    x, _ = blobs(100, 6, 12)
+    x = np.c_[x, x[:, 0] + 1e-2 * np.random.default_rng(0).normal(size=100)]
+    mean, std = x.mean(0), x.std(0)
+    assert len(equal_columns(x, mean, std)[0]) == 7
+
+
+def test_the_probe_is_scikit_learns_fit_at_the_chosen_c():
+    # the whole protocol against a plain reference: the same validation choice and test accuracy
+    x, y = blobs(150, 40, 13, noise=1.5)
+    x = np.c_[x, x[:, :10]]                        # some features twice
+    xv, yv = blobs(100, 40, 14, noise=1.5)
+    xt, yt = blobs(200, 40, 15, noise=1.5)
+    xv, xt = np.c_[xv, xv[:, :10]], np.c_[xt, xt[:, :10]]
+    grid = [1e-3, 1e-2, 1e-1]
+    fit = fit_sklearn_probe(x, y, xv, yv, xt, yt, grid)
+    val = {c: np.mean(_full_probe(x, y, xv, c).argmax(1) == yv) for c in grid}
+    assert val[fit.c] == pytest.approx(max(val.values()), abs=0.011)
+    ref = np.mean(_full_probe(x, y, xt, fit.c).argmax(1) == yt)
+    assert fit.accuracy == pytest.approx(ref, abs=0.011)
 
 
 def test_c_is_chosen_by_validation_accuracy_not_by_test_accuracy():

@@ -237,6 +237,7 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
                                "selected_by": SELECT_KEYS.get(cfg.train.select, cfg.train.select)}
     log(f"evaluating {run_dir}: image metrics on {pairs.x1.shape[0]} fixed test pairs ...")
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
+    log("homomorphism error, swap and mask ...")
     metrics["homomorphism_error"] = homomorphism_error(model, pairs.x1, cfg.eval.seed + 2)
     if hasattr(model.action, "report"):     # a learned ρ_θ: its own laws, and what it settled on
         metrics.update(model.action.report(seed=cfg.eval.seed + 5))
@@ -249,7 +250,7 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
         log("linear probes (`--no-probes` skips them) ...")
         metrics.update(probes(model, source, splits, cfg.eval.seed + 10,
                               ProbeSettings.from_eval(cfg.eval), random_model,
-                              cfg.eval.probe_items, orbit=cfg.eval.orbit_probes))
+                              cfg.eval.probe_items, orbit=cfg.eval.orbit_probes, log=log))
     do_figs = cfg.eval.figures if figures_on is None else figures_on
     with folder_built_aside(out) as part:  # whole or not at all: never new figures, old metrics
         if do_figs:
