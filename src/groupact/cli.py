@@ -31,6 +31,7 @@ from groupact.reproduce.runner import reproduce
 from groupact.reproduce.pages import write_tables
 from groupact.reproduce.tables import LEDGER
 from groupact.runs import RUNS_ROOT, export_run, latest_run_dir, new_run_dir
+from groupact.threads import use_threads
 from groupact.train import resume_config, signal_name, train_run
 from groupact.transform import READOUTS, features_file, transform_file
 
@@ -46,6 +47,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_USER_ERROR, f"groupact: error: {' '.join(message.split())}; see "
                                    f"`{self.prog} --help`\n")
+
+
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: one size for torch's and the BLAS/OpenMP pools (default: the free cores)."""
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for torch, BLAS and scikit-learn together (default: the "
+                        "physical cores not busy with other work when the command starts; "
+                        "OMP_NUM_THREADS when set)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                         "RUN_DIR/eval-heldout unless --out")
     e.add_argument("--device", default="cpu")
     e.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _threads_option(e)
 
     x = sub.add_parser("transform", help="transform an image through the latent space",
                        description="Write D(Φ_g(E(x))) for an input image; with --orbit N, a "
@@ -111,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                         "112 pixels a side); .npy output is never scaled")
     x.add_argument("--output", required=True, help="output PNG")
     x.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _threads_option(x)
 
     r = sub.add_parser("report", help="one Markdown table of several evaluated runs",
                        description="Tabulate RUN_DIR/eval/metrics.json of each run folder.")
@@ -161,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--readout", choices=list(READOUTS),
                    help="which features (default: the run's model.readout)")
     f.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _threads_option(f)
 
     xp = sub.add_parser("export", help="a small copy of a trained run for sharing (weights only)",
                         description="Copy RUN_DIR's config, data provenance, log and best weights "
@@ -189,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
     dm.add_argument("--open", action="store_true", help="open the page in a web browser")
     dm.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _threads_option(dm)
 
     i = sub.add_parser("info", help="list recipes, datasets, groups, networks and actions; "
                                     "with a recipe, its description and resolved config",
@@ -386,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `reproduce`
     try:
+        _choose_threads(getattr(args, "threads", None))
         code = COMMANDS[args.command](args)
     except GroupactError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all ranks
@@ -407,6 +421,15 @@ def main(argv: list[str] | None = None) -> int:
         if launched_by_torchrun():
             _leave_now(code)
     return code
+
+
+def _choose_threads(threads: int | None) -> None:
+    """Size every thread pool once, before any work: torch, OpenBLAS and scikit-learn left at
+    their defaults each start one per core and fight over the cores (train: train.threads,
+    when set, resizes them in the trainer)."""
+    if threads is not None and threads < 1:
+        raise GroupactError(f"--threads takes 1 or more; got {threads}")
+    use_threads(threads)
 
 
 def _leave_now(code: int) -> None:

@@ -141,7 +141,7 @@ class TrainConfig:
     schedule: Schedule = "constant"  # constant | onecycle
     seed: int = 0
     device: str = "auto"           # auto (cuda → mps → cpu) | cpu | cuda | cuda:1 | mps
-    threads: int = 0               # torch threads on CPU (0: torch's default)
+    threads: int = 0               # threads on CPU, torch's and BLAS's (0: the free cores)
     progress: bool = True
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
     checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)

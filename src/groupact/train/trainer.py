@@ -38,6 +38,7 @@ from groupact.losses import LossWeights, get_loss, with_homomorphism
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
 from groupact.runs import RunPaths, check_net_version
+from groupact.threads import use_threads
 from groupact.train.folder import repair_run_folder
 from groupact.train.mask_gradients import flip_gradient, freeze_mask
 
@@ -56,7 +57,7 @@ def check_train_config(t: TrainConfig) -> None:
         (t.epochs >= 0, f"train.epochs must be 0 or more; got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be 1 or more; got {t.batch_size}"),
         (math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a positive number; got {t.lr}"),
-        (t.threads >= 0, f"train.threads must be 0 (torch's default) or more; got {t.threads}"),
+        (t.threads >= 0, f"train.threads must be 0 (the free cores) or more; got {t.threads}"),
         (t.checkpoint_every >= 0,
          f"train.checkpoint_every must be 0 (epoch ends only) or more; got {t.checkpoint_every}"),
         (t.val_pairs is None or t.val_pairs >= 1,
@@ -93,8 +94,8 @@ class Trainer:
         self.comm = comm if comm is not None else Comm()
         self.cfg, self.paths = cfg, RunPaths(Path(run_dir))
         self.log = log if self.comm.is_main else _quiet
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.threads > 0:     # torch and the BLAS/OpenMP pools, kept the same size
+            use_threads(cfg.train.threads)
         self.device = self.comm.device(cfg.train.device)
         self.splits = require_items(splits if splits is not None else load_data(cfg.data))
         if cfg.eval.probes:
