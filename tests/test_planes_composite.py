@@ -15,7 +15,7 @@ from groupact.evaluate.metrics import psnr, region_psnr
 from groupact.groups import build_group
 from groupact.latent import AllVariantMask
 from groupact.latent.actions import build_action
-from groupact.losses import LossWeights, coverage_term, get_loss, latent_term
+from groupact.losses import LossWeights, coverage_term, get_loss, latent_term, silhouette_term
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import NetSpec, build_nets
 from groupact.nets.rendering import composite_depth, from_camera_layout, to_camera_layout
@@ -185,13 +185,20 @@ def test_coverage_term_trains_the_coverage_head(splits):
     model = composite_model()
     b = PosePairs().pairs(splits.train, torch.arange(6), torch.Generator().manual_seed(1))
     total, parts = get_loss("paper")(model, b, LossWeights(inv=0.0, const=0.0, coverage=1.0))
-    assert parts["coverage"] > 0
+    assert parts["coverage"] > 0 and parts["silhouette"] > 0
     total.backward()
     head = model.encoder.coverage_out[-1].weight.grad
     assert head is not None and float(head.abs().sum()) > 0
+    assert float(model.decoder.density_bias.grad.abs()) > 0      # the silhouette reaches density
     # read right after x1 is encoded: the term is x1's coverage against x1's alpha
     model.encode(b.x1)
     assert float(coverage_term(model, b)) == pytest.approx(parts["coverage"], rel=1e-5)
+    # and the silhouette is the turned prediction's alpha against x2's alpha
+    with torch.no_grad():
+        model(b.x1, b.g)
+        _, alpha, _ = model.decoder.parts(model.act(model.encode(b.x1), b.g))
+    expected = torch.nn.functional.binary_cross_entropy(alpha.clamp(1e-7, 1 - 1e-7), b.alpha2)
+    assert float(silhouette_term(model, b)) == pytest.approx(float(expected), rel=1e-3)
 
 
 def test_coverage_term_needs_a_coverage_net_and_alpha(splits):

@@ -129,8 +129,9 @@ class LossConfig:
     const: float = 1.0
     relative: bool = False         # latent terms divided by sg[target energy] (no collapse reward)
     hom: float = 0.0               # learned actions: weight of ‖ρ(a)ρ(b) − ρ(ab)‖² + ‖ρ(e) − I‖²
-    coverage: float = 0.0          # render-composite on rendered data: weight of the predicted
-    #                                object coverage's cross-entropy against the renderer's alpha
+    coverage: float = 0.0          # render-composite on rendered data: weight of the object
+    #                                coverage's cross-entropies against the renderer's alpha (the
+    #                                encoder's for x1, the decoder's drawn alpha for x̂2)
 
 
 @dataclass

@@ -43,8 +43,9 @@ class LossWeights:
     relative: bool = False
     #: weight of the homomorphism term ‖ρ(a)ρ(b) − ρ(ab)‖² + ‖ρ(e) − I‖² of a learned action
     hom: float = 0.0
-    #: weight of the cross-entropy between an encoder's predicted object coverage of x1 and the
-    #: renderer's alpha (rendered data and a net that predicts coverage only)
+    #: weight of the cross-entropies of the object's coverage against the renderer's alpha: the
+    #: encoder's prediction for x1 and the decoder's drawn alpha of x̂2 (rendered data and a net
+    #: that exposes both only)
     coverage: float = 0.0
     #: divide each latent term by the batch variance of its target (:func:`centred_loss`)
     centred: bool = False
@@ -62,15 +63,26 @@ def latent_term(pred: Tensor, target: Tensor, relative: bool, centred: bool = Fa
     return err / t.pow(2).mean().clamp_min(1e-8)
 
 
-def coverage_term(model: GroupActionAutoencoder, batch: PairBatch) -> Tensor:
-    """Cross-entropy of the coverage the encoder predicted on its LAST call (x1: call right after
-    encoding x1) against the data's alpha of x1."""
-    logits = getattr(model.encoder, "coverage_logits", None)
-    if logits is None or batch.alpha1 is None:
+def _alpha_bce(module: torch.nn.Module, attr: str, alpha: Tensor | None) -> Tensor:
+    logits = getattr(module, attr, None)
+    if logits is None or alpha is None:
         raise ConfigError("loss.coverage needs a net that predicts the object's coverage "
                           "(model.net=render-composite) and data that knows it (rendered "
                           "planes); set loss.coverage=0")
-    return F.binary_cross_entropy_with_logits(logits, batch.alpha1)
+    return F.binary_cross_entropy_with_logits(logits, alpha)
+
+
+def coverage_term(model: GroupActionAutoencoder, batch: PairBatch) -> Tensor:
+    """Cross-entropy of the coverage the encoder predicted on its LAST call (x1: call right after
+    encoding x1) against the data's alpha of x1: what the sky path cuts out."""
+    return _alpha_bce(model.encoder, "coverage_logits", batch.alpha1)
+
+
+def silhouette_term(model: GroupActionAutoencoder, batch: PairBatch) -> Tensor:
+    """Cross-entropy of the object alpha the decoder drew on its LAST call (call right after
+    decoding x̂2) against the data's alpha of x2: the turned volume's silhouette must be the
+    target's, a signal about the object's 3D shape and pose that the colours alone give weakly."""
+    return _alpha_bce(model.decoder, "alpha_logits", batch.alpha2)
 
 
 def _with_latent_terms(recon: Tensor, m: Tensor, z1: Tensor, moved: Tensor, target: Tensor,
@@ -103,11 +115,19 @@ def _encode_x1(model: GroupActionAutoencoder, batch: PairBatch,
 
 
 def _add_coverage(total: Tensor, parts: dict[str, float], cov: Tensor | None,
-                  w: LossWeights) -> tuple[Tensor, dict[str, float]]:
-    if cov is None:
+                  sil: Tensor | None, w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    """λ_c·(coverage + silhouette) added to the total, both logged; nothing without λ_c."""
+    if cov is None or sil is None:
         return total, parts
-    parts["coverage"] = float(cov.detach())
-    return total + w.coverage * cov, parts
+    parts["coverage"], parts["silhouette"] = float(cov.detach()), float(sil.detach())
+    return total + w.coverage * (cov + sil), parts
+
+
+def _decode_x2(model: GroupActionAutoencoder, batch: PairBatch, z: Tensor,
+               w: LossWeights) -> tuple[Tensor, Tensor | None]:
+    """D(z) as the prediction of x2 and, with ``w.coverage``, its silhouette term."""
+    pred = model.decode(z)
+    return pred, (silhouette_term(model, batch) if w.coverage else None)
 
 
 def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
@@ -118,8 +138,9 @@ def paper_loss(model: GroupActionAutoencoder, batch: PairBatch,
         z2 = model.encode(batch.x2) if (w.inv or w.const) else None
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
-    recon = model.recon_error(model.decode(model.mix(m, moved, z1)), batch.x2)
-    return _add_coverage(*_with_latent_terms(recon, m, z1, moved, z2, w), cov, w)
+    pred, sil = _decode_x2(model, batch, model.mix(m, moved, z1), w)
+    recon = model.recon_error(pred, batch.x2)
+    return _add_coverage(*_with_latent_terms(recon, m, z1, moved, z2, w), cov, sil, w)
 
 
 def centred_loss(model: GroupActionAutoencoder, batch: PairBatch,
@@ -136,9 +157,11 @@ def symmetric_loss(model: GroupActionAutoencoder, batch: PairBatch,
     g_inv = model.group.inverse(batch.g)
     m = model.mask_like(z1)
     moved = model.action(z1, batch.g)
-    fwd = model.recon_error(model.decode(model.mix(m, moved, z1)), batch.x2)
+    pred, sil = _decode_x2(model, batch, model.mix(m, moved, z1), w)
+    fwd = model.recon_error(pred, batch.x2)
     bwd = model.recon_error(model.decode(model.act(z2, g_inv, m)), batch.x1)
-    return _add_coverage(*_with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w), cov, w)
+    return _add_coverage(*_with_latent_terms(fwd + bwd, m, z1, moved, z2.detach(), w), cov, sil,
+                         w)
 
 
 def autoencoder_loss(model: GroupActionAutoencoder, batch: PairBatch,

@@ -244,6 +244,8 @@ class CompositeDecoder(nn.Module):
         #: the density starts low, so the untrained object covers ~10 % of a ray, not all of it
         self.density_bias = nn.Parameter(torch.tensor(-5.0))
         self.out = nn.Sigmoid()        # init_output_bias finds this and the sky head's bias
+        #: the object alpha's logits of the last call (for an optional silhouette term)
+        self.alpha_logits: Tensor | None = None
 
     def parts(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(object colour, object alpha, background), each in [0, 1]."""
@@ -255,7 +257,8 @@ class CompositeDecoder(nn.Module):
         size = o.shape[-1]
         prior = F.interpolate(coverage, size=size, mode="bilinear", align_corners=False)
         prior = torch.logit(prior.clamp(1e-4, 1 - 1e-4))
-        rgb, alpha = torch.sigmoid(o[:, :-1]), torch.sigmoid(o[:, -1:] + prior)
+        self.alpha_logits = o[:, -1:] + prior
+        rgb, alpha = torch.sigmoid(o[:, :-1]), torch.sigmoid(self.alpha_logits)
         hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
         low = z[:, self.co + self.n_hi:].reshape(B, -1, v, v)
         sky = self.out(self.sky_out(torch.cat([self.sky_up(low), hi], 1)))
