@@ -38,6 +38,11 @@ def test_recipe_runs_end_to_end(recipe, tmp_path):
     x = trainer.splits.test.images[:2]
     if recipe.startswith("planes"):
         assert trainer.splits.image_shape[0] == 3  # RGBA stored, RGB composites seen
+        # the planes protocol: object and background pixels apart, the wrong-g cost, the swap
+        for key in ("psnr_object", "psnr_background", "psnr_object_identity",
+                    "psnr_object_mean_target", "psnr_object_wrong_g", "swap_psnr"):
+            assert m[key] == m[key], key
+        assert m["wrong_g_cost"] == pytest.approx(m["psnr"] - m["psnr_wrong_g"])
     else:
         assert tuple(x.shape[1:]) == trainer.splits.image_shape
 
