@@ -1,4 +1,4 @@
-"""Mutation check of the law tests (issue 11, item 7): break one law in a copy of the package, run
+"""Mutation check of the law tests: break one law in a copy of the package, run
 tests/test_laws.py and the older group/latent tests, and print which of them fail.
 
     python benchmarks/law_mutations.py      # from the repository root; copies HEAD to a temp dir

@@ -1,4 +1,4 @@
-"""Per-angle numbers and figures for a trained SO(2) run (issue 11, item 2).
+"""Per-angle numbers and figures for a trained SO(2) run (docs/SO2.md).
 
 The protocol's latent equivariance error ‖Φ^v_g(z_v(x1)) − z_v(x2)‖²/‖z_v‖² and PSNR/SSIM, on
 every test digit turned by one fixed angle at a time (30°, 45°, 137° by default), the error

@@ -145,7 +145,7 @@ def test_block_is_at_the_same_place_in_both_images():
     assert 0.74 < float((area > 0).float().mean()) < 0.86
 
 
-# --- pixel scale from the dtype, never guessed (issue 12) ---------------------------------------
+# --- pixel scale from the dtype, never guessed --------------------------------------------------
 
 def test_pixel_scale_is_decided_by_dtype():
     from groupact.data.base import to_unit_float

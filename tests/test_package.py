@@ -1,5 +1,5 @@
 """The package surface: what `import groupact` gives a user, and building a model without side
-effects on their session."""
+effects on their process."""
 
 from __future__ import annotations
 

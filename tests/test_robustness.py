@@ -579,7 +579,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
                            "cannot turn 2-channel images into 1"),
 }
 
-# --- hostile and careless inputs (issue 12): every command, input kind and config range ----------
+# --- hostile and careless inputs: every command, input kind and config range ----------
 
 def _png_bytes_declaring(h: int, w: int) -> bytes:
     """A tiny PNG whose header claims h×w pixels: a decompression bomb to a trusting reader."""

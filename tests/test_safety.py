@@ -1,5 +1,5 @@
 """A user's data is safe: what `--overwrite`, a second process, a diverging run, a full disk or a
-kill can and cannot do to the files (issue 12). test_robustness.py has the bad-input table and
+kill can and cannot do to the files. test_robustness.py has the bad-input table and
 the kill-and-resume chain of `train`; this file has the data-loss cases, the locks, and kills of
 `evaluate`, `export` and `reproduce` through real processes.
 """

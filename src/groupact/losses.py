@@ -93,7 +93,7 @@ def _with_latent_terms(recon: Tensor, m: Tensor, z1: Tensor, moved: Tensor, targ
     whole, the mask included, as the paper writes them and as the authors' script computes them
     (its target branch runs under ``no_grad``): the mask logits get gradient only through the
     prediction side. Letting it through the target too doubles the logit gradient at the start
-    and makes it grow with the squared error (issue 10).
+    and makes it grow with the squared error.
     """
     total = w.recon * recon
     parts = {"recon": recon}

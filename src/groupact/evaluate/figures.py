@@ -19,7 +19,7 @@ from groupact.io import atomic_save_figure
 
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
     """(figure, axes) on matplotlib's object-oriented API: no pyplot, so drawing here neither
-    switches the backend of a user's session nor keeps figures alive in pyplot's registry."""
+    switches the backend of the caller's process nor keeps figures alive in pyplot's registry."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols, **kw)
 

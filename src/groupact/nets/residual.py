@@ -8,8 +8,8 @@ convention as the data (``align_corners=False``, see groups/rotations3d.py) — 
 U-Net or ResNet does not give (their skip connections would carry the un-turned image past the
 latent action).
 
-The design (measured in issue 11: on turned brains at 32³ a net like this reached 25.7 dB where
-the strided conv3d net reached 19.4 dB, below the mean-target answer):
+The design (measured: on turned brains at 32³ a net like this reached 25.7 dB where the strided
+conv3d net reached 19.4 dB, below the mean-target answer):
 
 - **space-to-depth** (pixel-unshuffle, lossless): each r×r(×r) block of pixels becomes r²
   (r³) channels, so 32³ → 8·C×16³ costs nothing and loses nothing; the convs then run at

@@ -21,8 +21,8 @@ first line, and a run interrupted at any moment is recognised as the plan's run.
 Ctrl-C (SIGINT) or SIGTERM is forwarded to the workers as SIGINT: each finishes its step, saves a
 checkpoint and exits 130; the runner then writes the tables of what is finished, says how to go
 on (the same command), and exits 130. A second Ctrl-C kills the workers (their unsaved steps are
-lost, at most since their last checkpoint). Workers run in their own sessions, so a terminal's
-Ctrl-C reaches them once, through the runner.
+lost, at most since their last checkpoint). Workers run in their own process sessions (setsid),
+so a terminal's Ctrl-C reaches them once, through the runner.
 """
 
 from __future__ import annotations
