@@ -29,11 +29,10 @@ from groupact.latent import build_action
 from groupact.losses import LossWeights, paper_loss
 
 group = group_from_config(load_config("rotmnist-c4", ["group.name=c2"]))
-laws.check_group(group)
-laws.check_image_action(group)
-laws.check_action(group, build_action("spatial", group), fibre_shape=(7, 7))
+checked = laws.check_all(group)
+assert {"action:spatial", "action:matrix", "action:learned", "action:sign"} <= set(checked)
+assert "centroid_follows_matrix" in checked["image_action"]
 sign = build_action("sign", group)
-laws.check_action(group, sign, fibre_shape=(3,))
 z = torch.randn(5, 4, 3)
 g = group.sample(5, torch.Generator().manual_seed(0))
 assert torch.allclose(sign.invariants(sign(z, g)), sign.invariants(z))

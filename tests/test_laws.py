@@ -1,14 +1,23 @@
 """The law checks (groupact.laws) over every registered group and every action that accepts it,
-and proof that they have teeth: deliberately broken groups and actions must fail them."""
+by what the parts declare; proof that they have teeth (deliberately broken groups and actions must
+fail them) and that a part which declares nothing fails instead of dropping out of the checks."""
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
+import groupact.groups
 from groupact import laws
 from groupact.errors import ConfigError
 from groupact.groups import (GROUPS, SO2, SO3, CubeRotations, CyclicRotations, CyclicShifts,
                              build_group)
-from groupact.latent import MatrixAction, SpatialAction, SteerableAction, build_action
+from groupact.latent import (LatentAction, MatrixAction, SpatialAction, SteerableAction,
+                             build_action)
+from groupact.registry import Registry
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
 
 #: every registered group with its default parameters, plus the C_n and shift variants whose
 #: actions take other code paths (bilinear C_3 / C_8, shifts by 4-pixel steps)
@@ -132,3 +141,66 @@ def test_an_off_centre_turn_fails():
 
     with pytest.raises(laws.LawError, match="latent_turn_equals_data_turn"):
         _check(CyclicRotations(4), OffCentre(CyclicRotations(4)))
+
+
+# --- declarations: what a new part gets, and what it gets when it declares nothing -------------
+def _documented_group(monkeypatch) -> type:
+    """The group class of docs/ARCHITECTURE.md's example, run as written (its registration
+    recorded, not made, so the registries stay as they are)."""
+    block = re.search(r"\*\*A group\*\*.*?```python\n(.*?)```",
+                      ARCHITECTURE.read_text(encoding="utf-8"), re.S).group(1)
+    registered = []
+    monkeypatch.setattr(groupact.groups, "register_group", lambda *a, **k: registered.append(a))
+    namespace: dict = {}
+    exec(compile(block, str(ARCHITECTURE), "exec"), namespace)
+    assert [r[0] for r in registered] == ["c2"]
+    return registered[0][1]
+
+
+def test_the_documented_new_group_gets_every_law_a_built_in_group_gets(monkeypatch):
+    """C2 from the docs against C4 (both exact planar turns with a 2×2 rotation ρ): the same
+    group, image-action and action laws, the matrix action and the centroid law included. Only
+    the steerable action differs: it turns by an angle, which the example does not define."""
+    c2 = laws.check_all(_documented_group(monkeypatch)())
+    c4 = laws.check_all(CyclicRotations(4))
+    assert set(c4) - set(c2) == {"action:steerable"}, (sorted(c2), sorted(c4))
+    assert {"action:matrix", "action:spatial", "action:learned"} <= set(c2)
+    assert "centroid_follows_matrix" in c2["image_action"]
+    for part in c2:
+        assert set(c2[part]) == set(c4[part]), part
+        assert all(err <= 1e-5 for err in c2[part].values()), (part, c2[part])
+
+
+class UndeclaredTurns(CyclicRotations):
+    """C4 with a rotation matrix but no word on what ρ(g) moves."""
+
+    turns_coordinates = None
+
+
+def test_a_group_with_a_matrix_that_declares_nothing_fails_loudly():
+    group = UndeclaredTurns(4)
+    with pytest.raises(laws.LawError, match="turns_coordinates"):
+        laws.check_image_action(group)
+    with pytest.raises(laws.LawError, match="turns_coordinates"):   # not silently dropped
+        laws.accepted_actions(group)
+    with pytest.raises(laws.LawError, match="turns_coordinates"):
+        laws.check_all(group)
+
+
+class Silent(LatentAction):
+    """An action that acts (the identity) but declares no probe."""
+
+    def forward(self, z, g):
+        return z
+
+
+def test_an_action_that_declares_no_probe_fails_loudly(monkeypatch):
+    registry = Registry("model.action.kind", "model.action")
+    registry.register("spatial", SpatialAction, "built in")
+    registry.register("silent", Silent, "declares nothing")
+    monkeypatch.setattr(laws, "ACTIONS", registry)
+    with pytest.raises(laws.LawError, match="Silent.*declares no reference_probe"):
+        laws.accepted_actions(CyclicRotations(4))
+    with pytest.raises(laws.LawError, match="declares no reference_probe"):
+        laws.check_all(SO2())
+

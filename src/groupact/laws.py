@@ -4,14 +4,22 @@
 - :func:`check_group`: identity, inverse, associativity, the relative element, and for a matrix
   representation ρ(a)ρ(b) = ρ(a·b), ρ(e) = 1, ρ(g⁻¹)ρ(g) = 1, ρ(g)ᵀ = ρ(g⁻¹) when orthogonal.
 - :func:`check_image_action`: T_e x = x, T_a(T_b x) = T_{a·b} x (``compose(a, b)`` acts with b
-  first, see :mod:`groupact.groups.base`), T_{g⁻¹}T_g x = x, and for rotation groups that the
-  image turns the way ρ(g) turns coordinates: centroid(T_g x) = ρ(g)·centroid(x), in centred
-  index coordinates (h, w) or (d, h, w) — the library's one convention.
+  first, see :mod:`groupact.groups.base`), T_{g⁻¹}T_g x = x, and for a group with a matrix
+  representation that ρ(g) moves what T_g moves: f(T_g x) = ρ(g)·f(x) for the group's
+  ``matrix_features`` f — for turns, centroid(T_g x) = ρ(g)·centroid(x) in centred index
+  coordinates (h, w) or (d, h, w), the library's one convention.
 - :func:`check_action`: a latent action's identity, Φ_a Φ_b = Φ_{a·b}, inverse, and — through a
   *probe* p, a fixed map from images to latents that commutes with the group — that the latent
-  turns like the data: Φ_g(p(x)) = p(T_g x). :func:`reference_probe` gives one for every built-in
-  (group, action) pair: the image pooled to a smaller map (spatial), centroids or Fourier phases
-  (matrix), polar Fourier coefficients (steerable), logits (contrast).
+  turns like the data: Φ_g(p(x)) = p(T_g x).
+- :func:`check_all`: every law above that applies to a group and each registered action that
+  accepts it, with the actions' own probes.
+
+Which laws apply, how to probe them and how exactly they hold is *declared* by the parts, never
+decided here: a group declares ``interpolates``, ``turns_coordinates`` (or its own
+``matrix_features``), ``map_features``, ``testing_elements`` and ``testing_images``
+(:class:`groupact.groups.Group`); an action declares ``resamples`` and ``reference_probe()``
+(:class:`groupact.latent.LatentAction`). A part that declares nothing a law needs fails that law
+with a :class:`LawError` saying what to declare, instead of dropping out of the checks.
 
 For non-abelian groups each order law is also checked to have power: swapping the order must
 break it by several times the tolerance, else the check could not see a swapped composition.
@@ -23,23 +31,18 @@ naming every law above its tolerance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.errors import ConfigError
-from groupact.groups import (SO2, SO3, Contrast, CubeRotations, CyclicRotations, CyclicShifts,
-                             Group)
-from groupact.latent.actions import ACTIONS, MatrixAction, SpatialAction
-from groupact.latent.learned import LearnedAction
-from groupact.latent.steerable import SteerableAction, to_fourier
-from groupact.nets.steerable import ToPolar
+from groupact.groups import Group
+from groupact.groups.base import centroids, smooth_images
+from groupact.latent import ACTIONS, LatentAction, Probe
 
-#: groups whose ρ(g) turns the centred index coordinates of the image (checked by centroids)
-ROTATION_GROUPS = (SO2, CyclicRotations, SO3, CubeRotations)
+__all__ = ["INTERPOLATED_MAP_TOL", "INTERPOLATED_TOL", "PRECISION_TOL", "LawError", "Probe",
+           "accepted_actions", "centroids", "check_action", "check_all", "check_group",
+           "check_image_action", "is_abelian", "reference_probe", "relative_error",
+           "smooth_images"]
 
 #: relative errors accepted for interpolated (bilinear/trilinear) image actions on the smooth test
 #: images of :func:`smooth_images` (28² / 20³; measured: SO(2) 0.008 / 0.014 / 0.005, SO(3) 0.024 /
@@ -50,6 +53,10 @@ INTERPOLATED_TOL = {"compose": 0.05, "inverse": 0.08, "centroid": 0.03, "probe":
 #: measured SO(2) 0.032 / 0.047 / 0.019, SO(3) 0.077 / 0.135 / 0.058). A swapped order or a
 #: mirrored turn errs by 0.8–1.4 on the same data, so these bounds still catch both.
 INTERPOLATED_MAP_TOL = {"compose": 0.15, "inverse": 0.25, "probe": 0.12}
+#: the tolerance of a probe's law by the precision it declares (:class:`Probe`): rounding error,
+#: float arithmetic (logits, Fourier sums), interpolated images, interpolated latent maps
+PRECISION_TOL = {"exact": 1e-5, "float": 1e-4, "interpolated": INTERPOLATED_TOL["probe"],
+                 "interpolated-map": INTERPOLATED_MAP_TOL["probe"]}
 
 
 class LawError(AssertionError):
@@ -76,7 +83,8 @@ def _finish(what: str, errors: dict[str, float], tols: dict[str, float],
 
 
 def is_abelian(group: Group, n: int = 64, generator: torch.Generator | None = None) -> bool:
-    a, b = group.sample(n, generator), group.sample(n, generator)
+    """Whether n testing pairs commute (then no order law can have power)."""
+    a, b = group.testing_elements(n, generator), group.testing_elements(n, generator)
     return bool((group.distance(group.compose(a, b), group.compose(b, a)) <= 1e-5).all())
 
 
@@ -85,7 +93,7 @@ def check_group(group: Group, n: int = 64, tol: float = 1e-5,
                 generator: torch.Generator | None = None) -> dict[str, float]:
     """The group laws on n sampled triples, and those of ``group.matrix`` if it has one."""
     gen = generator or torch.Generator().manual_seed(0)
-    a, b, c = (group.sample(n, gen) for _ in range(3))
+    a, b, c = (group.testing_elements(n, gen) for _ in range(3))
     e = group.identity(n)
     d = lambda x, y: float(group.distance(x, y).max())  # noqa: E731
     errors = {
@@ -121,54 +129,28 @@ def check_group(group: Group, n: int = 64, tol: float = 1e-5,
     return _finish(f"group {group!r}", errors, tols, floors)
 
 
-# --- test images -------------------------------------------------------------------------------
-def _side(group: Group) -> int:
-    return getattr(group, "size", 28 if group.spatial_dims == 2 else 20)
-
-
-def _test_images(group: Group, n: int, channels: int, gen: torch.Generator) -> Tensor:
-    """Smooth blobs the group acts on; in [0.1, 0.9] for contrast (logits stay unclamped)."""
-    contrast = isinstance(group, Contrast)
-    return smooth_images(n, _side(group), group.spatial_dims, channels, gen,
-                         low=0.1 if contrast else 0.0, high=0.9 if contrast else 1.0)
-
-
-def smooth_images(n: int, side: int, dims: int = 2, channels: int = 1,
-                  generator: torch.Generator | None = None, low: float = 0.0,
-                  high: float = 1.0) -> Tensor:
-    """Gaussian blobs (σ = side/7) off the centre but inside the inscribed ball, so turns lose
-    little at the corners and interpolation errors stay small; values in [low, high]."""
-    gen = generator or torch.Generator().manual_seed(0)
-    r = torch.arange(side, dtype=torch.float32) - (side - 1) / 2
-    grids = torch.meshgrid(*([r] * dims), indexing="ij")
-    centre = (torch.rand(n, channels, dims, generator=gen) * 2 - 1) * side * 0.15
-    sq = sum((grids[i] - centre[..., i].view(n, channels, *([1] * dims))) ** 2
-             for i in range(dims))
-    blob = torch.exp(-sq / (2 * (side / 7) ** 2))
-    return low + (high - low) * blob
-
-
-def centroids(x: Tensor) -> Tensor:
-    """(B, C, *spatial) → (B, C, dims): intensity centroids in centred index coordinates."""
-    dims = x.dim() - 2
-    coords = [torch.arange(s, dtype=x.dtype, device=x.device) - (s - 1) / 2 for s in x.shape[2:]]
-    mesh = torch.meshgrid(*coords, indexing="ij")
-    mass = x.flatten(2).sum(-1).clamp_min(1e-12)
-    return torch.stack([(x * m).flatten(2).sum(-1) / mass for m in mesh[:dims]], -1)
+# --- images ------------------------------------------------------------------------------------
+def _declared(what: str, fn, *args):
+    """fn(*args), with an undeclared probe (NotImplementedError) turned into a LawError."""
+    try:
+        return fn(*args)
+    except NotImplementedError as e:
+        raise LawError(f"{what} cannot be checked: {e}") from None
 
 
 def check_image_action(group: Group, x: Tensor | None = None, tol: float | None = None,
-                       generator: torch.Generator | None = None,
-                       coordinates: bool | None = None) -> dict[str, float]:
-    """T_g on images: identity, composition order, inverse, and (rotation groups, or
-    ``coordinates=True``) centroid(T_g x) = ρ(g)·centroid(x). ``tol`` defaults to 1e-5 for exact
-    groups, :data:`INTERPOLATED_TOL` for resampling ones (SO(2), SO(3), C_n with n ∤ 4) and 1e-4
-    for the rest (contrast: float32 logit and sigmoid)."""
+                       generator: torch.Generator | None = None) -> dict[str, float]:
+    """T_g on images: identity, composition order, inverse, and for a group with a matrix
+    representation f(T_g x) = ρ(g)·f(x) for its declared ``matrix_features`` f (centroids for
+    turns: ``centroid_follows_matrix``). ``tol`` defaults to 1e-5 for exact groups,
+    :data:`INTERPOLATED_TOL` for resampling ones (SO(2), SO(3), C_n with n ∤ 4) and 1e-4 for the
+    rest (contrast: float32 logit and sigmoid). A group with a matrix that declares no
+    features fails with a LawError."""
     gen = generator or torch.Generator().manual_seed(1)
     if x is None:
-        x = _test_images(group, 16, 1, gen)
+        x = group.testing_images(16, 1, gen)
     n = x.shape[0]
-    a, b = group.sample(n, gen), group.sample(n, gen)
+    a, b = group.testing_elements(n, gen), group.testing_elements(n, gen)
     t = lambda y, g: group.act_image(y, g)  # noqa: E731
     once = t(x, group.compose(a, b))
     errors = {
@@ -177,16 +159,16 @@ def check_image_action(group: Group, x: Tensor | None = None, tol: float | None 
         "inverse": relative_error(t(t(x, a), group.inverse(a)), x),
     }
     base = tol if tol is not None else (1e-5 if group.exact else 1e-4)
-    loose = tol is None and isinstance(group, ROTATION_GROUPS) and not group.exact
+    loose = tol is None and group.interpolates
     pick = lambda k: INTERPOLATED_TOL[k] if loose else base  # noqa: E731
     tols = {"identity": base, "compose": pick("compose"), "inverse": pick("inverse")}
-    if coordinates is None:
-        coordinates = isinstance(group, ROTATION_GROUPS)
-    if coordinates:
+    if group.matrix_dim:
+        law = "centroid_follows_matrix" if group.turns_coordinates else "features_follow_matrix"
+        f = lambda y: _declared(f"{law} of {group!r}", group.matrix_features, y)  # noqa: E731
         rho = group.matrix(a).to(x)
-        moved = torch.einsum("bij,bcj->bci", rho, centroids(x))
-        errors["centroid_follows_matrix"] = relative_error(centroids(t(x, a)), moved)
-        tols["centroid_follows_matrix"] = pick("centroid")
+        moved = torch.einsum("bij,bcj->bci", rho, f(x))
+        errors[law] = relative_error(f(t(x, a)), moved)
+        tols[law] = pick("centroid")
     floors = {}
     if not is_abelian(group, 64, gen):
         errors["compose_order_power"] = relative_error(t(t(x, a), b), once)
@@ -195,61 +177,29 @@ def check_image_action(group: Group, x: Tensor | None = None, tol: float | None 
 
 
 # --- latent actions ----------------------------------------------------------------------------
-@dataclass
-class Probe:
-    """A fixed map p from images to latents (B, C, *fibre) with p(T_g x) ≈ Φ_g(p(x)), the images
-    to apply it to, and the tolerance of that law."""
-
-    fn: Callable[[Tensor], Tensor]
-    images: Tensor
-    tol: float
-
-
-def shift_phases(x: Tensor) -> Tensor:
-    """(B, C, S, S) → (B, C, 4): the first Fourier coefficient along rows and along columns,
-    (Re, Im) each; a cyclic shift by (dy, dx)·unit px turns them by 2π·(dy, dx)/m, which is
-    :meth:`CyclicShifts.matrix`."""
-    s = x.shape[-1]
-    phase = torch.exp(2j * torch.pi * torch.arange(s, device=x.device) / s)
-    rows = (x.sum(-1).to(phase.dtype) * phase).sum(-1)
-    cols = (x.sum(-2).to(phase.dtype) * phase).sum(-1)
-    return torch.stack([rows.real, rows.imag, cols.real, cols.imag], -1).to(x.dtype)
-
-
-def reference_probe(group: Group, action, generator: torch.Generator | None = None
-                    ) -> Probe | None:
-    """The probe for a built-in (group, action) pair; None when none is known."""
-
+def reference_probe(group: Group, action: LatentAction,
+                    generator: torch.Generator | None = None) -> Probe:
+    """The probe ``action`` declares for ``group`` (:meth:`LatentAction.reference_probe`) with
+    its tolerance resolved; a LawError when it declares none. ConfigError (from the action) when
+    it does not accept the group."""
     gen = generator or torch.Generator().manual_seed(2)
-    dims = group.spatial_dims
-    side = _side(group)
-    contrast = isinstance(group, Contrast)
-    x = _test_images(group, 8, 2, gen)
-    exact_tol = 1e-5
-    loose = INTERPOLATED_TOL["probe"]
-    if contrast:
-        logit = lambda y: torch.logit(y.clamp(group.eps, 1 - group.eps))  # noqa: E731
-        if isinstance(action, MatrixAction):
-            return Probe(lambda y: torch.stack([logit(y).flatten(1),
-                                                torch.ones_like(y.flatten(1))], -1), x, 1e-4)
-        return Probe(logit, x, 1e-4)
-    if isinstance(action, SpatialAction):
-        unit = getattr(group, "unit", 2)
-        pool = F.avg_pool2d if dims == 2 else F.avg_pool3d
-        return Probe(lambda y: pool(y, unit), x,
-                     exact_tol if group.exact else INTERPOLATED_MAP_TOL["probe"])
-    if isinstance(action, MatrixAction) or (isinstance(action, LearnedAction)
-                                            and action.init == "fixed"):
-        # a learned ρ_θ before training starts as the group's own ρ: the same data-turn probe
-        if isinstance(group, CyclicShifts):
-            return Probe(shift_phases, x, 1e-4)
-        if isinstance(group, ROTATION_GROUPS):
-            return Probe(centroids, x, exact_tol if group.exact else INTERPOLATED_TOL["centroid"])
-    if isinstance(action, SteerableAction):
-        polar = ToPolar(side, 14, 64, side / 2)
-        return Probe(lambda y: to_fourier(polar(y), 6), x,
-                     1e-4 if group.exact else loose)
-    return None
+    probe = _declared(f"{type(action).__name__} of {group!r}", action.reference_probe, gen)
+    if probe is None:
+        raise LawError(f"{type(action).__name__} of {group!r} declares no reference_probe(): "
+                       "say how its latent moves with the data (a fixed map from images to "
+                       "latents), or raise ConfigError for groups it does not accept")
+    _declared(f"the probe of {type(action).__name__} on {group!r}", probe.fn, probe.images[:1])
+    if probe.tol is None:
+        if probe.precision not in PRECISION_TOL:
+            raise LawError(f"{type(action).__name__}'s probe declares precision "
+                           f"{probe.precision!r}; choose one of {sorted(PRECISION_TOL)}")
+        probe = Probe(probe.fn, probe.images, PRECISION_TOL[probe.precision], probe.precision)
+    return probe
+
+
+def probe_fibre(probe: Probe) -> tuple[int, ...]:
+    """The fibre shape of the probe's latents."""
+    return tuple(probe.fn(probe.images[:1]).shape[2:])
 
 
 def check_action(group: Group, action, fibre_shape: tuple[int, ...] | None = None,
@@ -262,7 +212,7 @@ def check_action(group: Group, action, fibre_shape: tuple[int, ...] | None = Non
     Raises ConfigError (from the action) when it does not accept this group or fibre shape.
     """
     gen = generator or torch.Generator().manual_seed(3)
-    exact = not _interpolates(group, action)
+    exact = not action.resamples
     if probe is not None and not exact:
         z = probe.fn(probe.images)
     elif fibre_shape is not None:
@@ -273,7 +223,7 @@ def check_action(group: Group, action, fibre_shape: tuple[int, ...] | None = Non
         raise ValueError("check_action needs a fibre_shape or a probe")
     action.check_fibre(tuple(z.shape[2:]))
     b = z.shape[0]
-    a, c = group.sample(b, gen), group.sample(b, gen)
+    a, c = group.testing_elements(b, gen), group.testing_elements(b, gen)
     phi = lambda y, g: action(y, g)  # noqa: E731
     once = phi(z, group.compose(a, c))
     errors = {
@@ -291,32 +241,35 @@ def check_action(group: Group, action, fibre_shape: tuple[int, ...] | None = Non
         floors["homomorphism_order_power"] = 3 * comp
     if probe is not None:
         x = probe.images
-        g = group.sample(x.shape[0], gen)
+        g = group.testing_elements(x.shape[0], gen)
         errors["latent_turn_equals_data_turn"] = relative_error(
             phi(probe.fn(x), g), probe.fn(group.act_image(x, g)))
-        tols["latent_turn_equals_data_turn"] = probe.tol
+        tols["latent_turn_equals_data_turn"] = (probe.tol if probe.tol is not None
+                                                else PRECISION_TOL[probe.precision])
     return _finish(f"{type(action).__name__} of {group!r}", errors, tols, floors)
 
 
-def _interpolates(group: Group, action) -> bool:
-    """Spatial actions of inexact rotation groups resample; matrix, steerable, affine ones and
-    the contrast group's pointwise map do not."""
-    return (isinstance(action, SpatialAction) and isinstance(group, ROTATION_GROUPS)
-            and not group.exact)
-
-
-def accepted_actions(group: Group) -> dict[str, object]:
-    """Every registered action kind that accepts ``group`` (its constructor and the probe's
-    fibre shape), built: the pairs the law tests cover."""
-
+def accepted_actions(group: Group) -> dict[str, LatentAction]:
+    """Every registered action kind that accepts ``group``, built: the pairs the law checks
+    cover. An action refuses a group with a ConfigError (from its constructor, its probe or
+    ``check_fibre`` on the probe's fibre); one that declares no probe raises a LawError."""
     out = {}
     for kind in ACTIONS:
         try:
             action = ACTIONS.entry(kind).factory(group)
-            probe = reference_probe(group, action)
-            fibre = (1,) if probe is None else tuple(probe.fn(probe.images[:1]).shape[2:])
-            action.check_fibre(fibre)
+            action.check_fibre(probe_fibre(reference_probe(group, action)))
         except ConfigError:
             continue
         out[kind] = action
+    return out
+
+
+def check_all(group: Group) -> dict[str, dict[str, float]]:
+    """Every law that applies to ``group`` by what it and the registered actions declare: the
+    group laws, the image action's, and each accepting action's with its own probe
+    ({"group": …, "image_action": …, "action:KIND": …}); raises the first LawError."""
+    out = {"group": check_group(group), "image_action": check_image_action(group)}
+    for kind, action in accepted_actions(group).items():
+        probe = reference_probe(group, action)
+        out[f"action:{kind}"] = check_action(group, action, probe_fibre(probe), probe=probe)
     return out

@@ -11,6 +11,7 @@ import math
 from abc import ABC, abstractmethod
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.errors import GroupactError
@@ -31,6 +32,17 @@ class Group(ABC):
     #: from shapes: "rotation" (ρ(g) ∈ SO(k): ρᵀ = ρ⁻¹ and det ρ = +1, what the matrix action's
     #: Gram invariants need), "affine" (ρ(g) = [[a, b], [0, 1]], the contrast group), or None
     matrix_kind: str | None = None
+
+    # --- what the law checks read (groupact.laws): declared here, so a new group is checked by
+    # --- being registered, and an undeclared law fails instead of dropping out of coverage
+    #: True when ``act_image`` resamples a grid (bilinear, trilinear): its laws hold to the
+    #: interpolation tolerances of :mod:`groupact.laws`, not to rounding error
+    interpolates: bool = False
+    #: True when ρ(g) turns the centred index coordinates (h, w) or (d, h, w) the way T_g turns
+    #: the image (then centroid(T_g x) = ρ(g)·centroid(x) is checked); False when ρ means
+    #: something else (override :meth:`matrix_features`); None: undeclared, and the law check
+    #: of a group with a matrix representation fails until it is declared
+    turns_coordinates: bool | None = None
 
     # --- elements -------------------------------------------------------------------------
     @abstractmethod
@@ -131,6 +143,43 @@ class Group(ABC):
         raise GroupactError(f"group '{self.name}' has no matrix representation; "
                             "use action.kind=spatial")
 
+    # --- probes for the law checks -------------------------------------------------------
+    def testing_elements(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n elements for the law checks (escnn's ``testing_elements``): a finite group's every
+        element when n allows, in a random order, so no element escapes; else Haar samples."""
+        g = self.sample(n, generator)
+        every = self.elements()
+        if every is None or n < len(every):
+            return g
+        return torch.cat([every, g[len(every):]])[torch.randperm(n, generator=generator)]
+
+    def testing_images(self, n: int, channels: int = 1,
+                       generator: torch.Generator | None = None) -> Tensor:
+        """Smooth images (B, C, *spatial) the law checks act on: 28² or 20³ blobs in [0, 1]."""
+        side = 28 if self.spatial_dims == 2 else 20
+        return smooth_images(n, side, self.spatial_dims, channels, generator)
+
+    def matrix_features(self, x: Tensor) -> Tensor:
+        """(B, N, k) features of images that ρ(g) moves as T_g moves the image:
+        matrix_features(T_g x) = ρ(g)·matrix_features(x). The law checks read it to test that
+        ``matrix`` and ``act_image`` agree, and the matrix action's latent against the data.
+
+        Centroids when the group declares :attr:`turns_coordinates`; a group whose ρ means
+        something else overrides this (shifts: Fourier phases; contrast: logits)."""
+        if self.turns_coordinates:
+            return centroids(x)
+        raise NotImplementedError(
+            f"group '{self.name}' has a matrix representation but declares neither "
+            "turns_coordinates = True nor its own matrix_features(x), so nothing can check that "
+            "ρ(g) moves what T_g moves")
+
+    def map_features(self, x: Tensor) -> Tensor:
+        """Images as latent maps on which ``act_map`` acts as ``act_image`` acts on the images:
+        act_map(map_features(x), g) = map_features(T_g x); the spatial action's law check. The
+        default pools by 2, right for turns about the centre (the default ``act_map``)."""
+        pool = F.avg_pool2d if self.spatial_dims == 2 else F.avg_pool3d
+        return pool(x, 2)
+
     # --- text -----------------------------------------------------------------------------
     @abstractmethod
     def parse(self, text: str) -> Tensor:
@@ -150,6 +199,30 @@ class Group(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def smooth_images(n: int, side: int, dims: int = 2, channels: int = 1,
+                  generator: torch.Generator | None = None, low: float = 0.0,
+                  high: float = 1.0) -> Tensor:
+    """Gaussian blobs (σ = side/7) off the centre but inside the inscribed ball, so turns lose
+    little at the corners and interpolation errors stay small; values in [low, high]."""
+    gen = generator or torch.Generator().manual_seed(0)
+    r = torch.arange(side, dtype=torch.float32) - (side - 1) / 2
+    grids = torch.meshgrid(*([r] * dims), indexing="ij")
+    centre = (torch.rand(n, channels, dims, generator=gen) * 2 - 1) * side * 0.15
+    sq = sum((grids[i] - centre[..., i].view(n, channels, *([1] * dims))) ** 2
+             for i in range(dims))
+    blob = torch.exp(-sq / (2 * (side / 7) ** 2))
+    return low + (high - low) * blob
+
+
+def centroids(x: Tensor) -> Tensor:
+    """(B, C, *spatial) → (B, C, dims): intensity centroids in centred index coordinates."""
+    dims = x.dim() - 2
+    coords = [torch.arange(s, dtype=x.dtype, device=x.device) - (s - 1) / 2 for s in x.shape[2:]]
+    mesh = torch.meshgrid(*coords, indexing="ij")
+    mass = x.flatten(2).sum(-1).clamp_min(1e-12)
+    return torch.stack([(x * m).flatten(2).sum(-1) / mass for m in mesh[:dims]], -1)
 
 
 def reduce_degrees(degrees: float) -> float:

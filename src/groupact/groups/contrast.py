@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from groupact.errors import GroupactError
-from groupact.groups.base import Group
+from groupact.groups.base import Group, smooth_images
 
 
 class Contrast(Group):
@@ -38,6 +38,7 @@ class Contrast(Group):
     spatial_dims = 2
     matrix_dim = 2
     matrix_kind = "affine"
+    turns_coordinates = False      # ρ moves logits of intensities: matrix_features
 
     def __init__(self, a_max: float = 2.0, b_max: float = 1.0, eps: float = 1e-3,
                  inside: str = "all", threshold: float = 0.05):
@@ -90,7 +91,7 @@ class Contrast(Group):
     def act_image(self, x, g):
         self.check_input(x)
         a, b = self._per_sample(g, x)
-        out = torch.sigmoid(a * torch.logit(x.clamp(self.eps, 1 - self.eps)) + b)
+        out = torch.sigmoid(a * self.logits(x) + b)
         if self.inside == "foreground":
             out = torch.where(x <= self.threshold, x, out)
         return out
@@ -99,6 +100,25 @@ class Contrast(Group):
         """The latent action a·z + b on features of any shape (B, …)."""
         a, b = self._per_sample(g, z)
         return a * z + b
+
+    # --- probes for the law checks ---
+    def testing_images(self, n, channels=1, generator=None):
+        """Blobs in [0.1, 0.9]: logits stay clear of the clamp at eps, so the laws are exact."""
+        side = 28 if self.spatial_dims == 2 else 20
+        return smooth_images(n, side, self.spatial_dims, channels, generator, 0.1, 0.9)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """logit(x) clamped to [eps, 1 − eps]: where the group acts as u ↦ a·u + b."""
+        return torch.logit(x.clamp(self.eps, 1 - self.eps))
+
+    def matrix_features(self, x):
+        """(B, N, 2): each pixel's (logit, 1), which [[a, b], [0, 1]] maps to (a·logit + b, 1)."""
+        u = self.logits(x).flatten(1)
+        return torch.stack([u, torch.ones_like(u)], -1)
+
+    def map_features(self, x):
+        """The logits themselves: ``act_map`` is a·z + b pointwise, so no pooling."""
+        return self.logits(x)
 
     def matrix(self, g):
         a, b = g.to(torch.float32).unbind(-1)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.errors import GroupactError
-from groupact.groups.base import Group, apply_grouped, reduce_degrees
+from groupact.groups.base import Group, apply_grouped, reduce_degrees, smooth_images
 
 
 def rotation_matrix_2d(theta: Tensor) -> Tensor:
@@ -47,6 +47,17 @@ def _parse_degrees(text: str, group: str) -> tuple[float, float]:
     return deg, reduce_degrees(deg)
 
 
+def shift_phases(x: Tensor) -> Tensor:
+    """(B, C, S, S) → (B, C, 4): the first Fourier coefficient along rows and along columns,
+    (Re, Im) each; a cyclic shift by (dy, dx)·unit px turns them by 2π·(dy, dx)/m, which is
+    :meth:`CyclicShifts.matrix`."""
+    s = x.shape[-1]
+    phase = torch.exp(2j * torch.pi * torch.arange(s, device=x.device) / s)
+    rows = (x.sum(-1).to(phase.dtype) * phase).sum(-1)
+    cols = (x.sum(-2).to(phase.dtype) * phase).sum(-1)
+    return torch.stack([rows.real, rows.imag, cols.real, cols.imag], -1).to(x.dtype)
+
+
 class CyclicRotations(Group):
     """C_n: turns by multiples of 360°/n. Elements are integers k (a turn of k·360°/n).
 
@@ -55,6 +66,7 @@ class CyclicRotations(Group):
 
     matrix_dim = 2
     matrix_kind = "rotation"
+    turns_coordinates = True
 
     def __init__(self, n: int = 4):
         if n < 1:
@@ -62,6 +74,7 @@ class CyclicRotations(Group):
         self.n = int(n)
         self.name = f"c{self.n}"
         self.exact = 4 % self.n == 0
+        self.interpolates = not self.exact
 
     def identity(self, n, device=None):
         return torch.zeros(n, dtype=torch.long, device=device)
@@ -123,6 +136,8 @@ class SO2(Group):
     name = "so2"
     matrix_dim = 2
     matrix_kind = "rotation"
+    interpolates = True
+    turns_coordinates = True
 
     def identity(self, n, device=None):
         return torch.zeros(n, device=device)
@@ -177,6 +192,7 @@ class CyclicShifts(Group):
     exact = True
     matrix_dim = 4
     matrix_kind = "rotation"
+    turns_coordinates = False      # ρ turns Fourier phases, not coordinates: matrix_features
 
     def __init__(self, size: int = 28, unit: int = 1):
         if size % unit:
@@ -235,6 +251,17 @@ class CyclicShifts(Group):
         out[:, :2, :2] = rotation_matrix_2d(theta[:, 0])
         out[:, 2:, 2:] = rotation_matrix_2d(theta[:, 1])
         return out
+
+    def testing_images(self, n, channels=1, generator=None):
+        return smooth_images(n, self.size, 2, channels, generator)
+
+    def matrix_features(self, x):
+        """The first Fourier coefficient along rows and columns (:func:`shift_phases`)."""
+        return shift_phases(x)
+
+    def map_features(self, x):
+        """Images pooled by ``unit``: maps of side m, on which ``act_map`` shifts by cells."""
+        return F.avg_pool2d(x, self.unit)
 
     def parse(self, text):
         try:

@@ -197,6 +197,8 @@ class SO3(Group):
     spatial_dims = 3
     matrix_dim = 3
     matrix_kind = "rotation"
+    interpolates = True
+    turns_coordinates = True
 
     def identity(self, n, device=None):
         return torch.eye(3, device=device).expand(n, 3, 3).clone()
@@ -264,6 +266,7 @@ class CubeRotations(Group):
     spatial_dims = 3
     matrix_dim = 3
     matrix_kind = "rotation"
+    turns_coordinates = True
     order = 24
 
     def __init__(self):

@@ -6,7 +6,8 @@ An action acts on every channel; the model keeps only the variant channels of th
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -16,12 +17,48 @@ from groupact.groups import Group
 from groupact.registry import Registry
 
 
+@dataclass
+class Probe:
+    """A fixed map p from images to latents (B, C, *fibre) with p(T_g x) ≈ Φ_g(p(x)), the images
+    to apply it to, and how exactly that law holds: ``tol``, or a ``precision`` that
+    :mod:`groupact.laws` turns into its tolerance ("exact", "float", "interpolated",
+    "interpolated-map")."""
+
+    fn: Callable[[Tensor], Tensor]
+    images: Tensor
+    tol: float | None = None
+    precision: str = "exact"
+
+
+def _precision(group: Group, resampled_maps: bool = False) -> str:
+    """How exactly a probe's law holds on this group: to rounding (exact groups), to float
+    arithmetic (logits, Fourier sums), or to the interpolation of the image (resampling groups;
+    coarser still when the latent maps are resampled too)."""
+    if group.interpolates:
+        return "interpolated-map" if resampled_maps else "interpolated"
+    return "exact" if group.exact else "float"
+
+
 class LatentAction(nn.Module):
-    """Base: ``forward(z, g)`` → the acted latent, same shape as z."""
+    """Base: ``forward(z, g)`` → the acted latent, same shape as z.
+
+    A new action declares how the law checks probe it (:meth:`reference_probe`); one that
+    declares nothing fails :func:`groupact.laws.check_all` instead of escaping it.
+    """
+
+    #: True when the action resamples a grid (its homomorphism laws then hold only on smooth
+    #: latents, to interpolation tolerances)
+    resamples: bool = False
 
     def __init__(self, group: Group):
         super().__init__()
         self.group = group
+
+    def reference_probe(self, generator: torch.Generator | None = None) -> Probe | None:
+        """A fixed map from images to latents this action moves as the group moves the images,
+        on the group's testing images; None: not declared. Raises ConfigError when the action
+        does not accept the group (the laws then do not apply)."""
+        return None
 
     def check_fibre(self, fibre: tuple[int, ...]) -> None:
         """Raise a ConfigError if this action cannot act on fibres of this shape."""
@@ -50,6 +87,15 @@ class SpatialAction(LatentAction):
 
     def forward(self, z: Tensor, g: Tensor) -> Tensor:
         return self.group.act_map(z, g)
+
+    @property
+    def resamples(self) -> bool:
+        return self.group.interpolates
+
+    def reference_probe(self, generator=None):
+        """The group's images as maps (:meth:`Group.map_features`)."""
+        return Probe(self.group.map_features, self.group.testing_images(8, 2, generator),
+                     precision=_precision(self.group, resampled_maps=True))
 
     def invariants(self, z: Tensor) -> Tensor:
         """Orbit mean and orbit mean square of each fibre over the group's averaging set.
@@ -88,6 +134,11 @@ class MatrixAction(LatentAction):
         rho = self.group.matrix(g).to(z)
         return torch.einsum("bij,bcj->bci", rho, z)
 
+    def reference_probe(self, generator=None):
+        """The group's own matrix features (:meth:`Group.matrix_features`: centroids for turns)."""
+        self.check_fibre((self.group.matrix_dim,))
+        return matrix_probe(self.group, generator)
+
     def invariants(self, z: Tensor) -> Tensor:
         """Inner products of every pair of fibres (the Gram matrix), and for k = 2 their 2×2
         determinants: unchanged by any rotation ρ(g) ∈ SO(k), since ρᵀρ = 1 and det ρ = 1."""
@@ -112,6 +163,12 @@ class AffineAction(LatentAction):
             raise ConfigError(f"action.kind=affine needs a 1-D affine group (contrast); got "
                               f"'{self.group.name}'")
 
+    def reference_probe(self, generator=None):
+        """The first matrix feature (a pixel's logit for contrast), moved as u ↦ a·u + b."""
+        self.check_fibre((1,))
+        return Probe(lambda x: self.group.matrix_features(x)[..., :1],
+                     self.group.testing_images(8, 2, generator), precision="float")
+
     def forward(self, z: Tensor, g: Tensor) -> Tensor:
         rho = self.group.matrix(g).to(z)
         shape = (-1,) + (1,) * (z.dim() - 1)
@@ -123,6 +180,13 @@ class AffineAction(LatentAction):
         flat = z.flatten(1)
         centred = flat - flat.mean(1, keepdim=True)
         return centred / centred.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-8)
+
+
+def matrix_probe(group: Group, generator: torch.Generator | None = None) -> Probe:
+    """The probe of every action that starts as ρ(g) on k-vectors: the group's matrix features
+    on its testing images."""
+    return Probe(group.matrix_features, group.testing_images(8, 2, generator),
+                 precision=_precision(group))
 
 
 #: model.action.kind → action class (built with the model's group); steerable.py adds its own

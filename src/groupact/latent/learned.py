@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from groupact.errors import ConfigError
 from groupact.groups import SO2, SO3, Group
 from groupact.groups.rotations3d import matrix_to_axis_angle
-from groupact.latent.actions import ACTIONS, LatentAction
+from groupact.latent.actions import ACTIONS, LatentAction, Probe, matrix_probe
 
 
 def _skew(s: Tensor) -> Tensor:
@@ -84,6 +84,14 @@ class LearnedAction(LatentAction):
         if self.form != "finite" and not self.orthogonal:
             raise ConfigError(f"model.action.orthogonal=false applies to finite groups; the "
                               f"{group.name} form is orthogonal by construction")
+
+    def reference_probe(self, generator: torch.Generator | None = None) -> Probe:
+        """Before training, ``init="fixed"`` is the group's own ρ: the matrix action's probe.
+        A random start is no representation until trained, so no law applies to it."""
+        if self.init != "fixed":
+            raise ConfigError("a learned action with model.action.init=random is a "
+                              "representation only once trained; check init=fixed")
+        return matrix_probe(self.group, generator)
 
     # --- parameters, once k is known --------------------------------------------------------
     def check_fibre(self, fibre: tuple[int, ...]) -> None:

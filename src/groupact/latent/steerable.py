@@ -9,12 +9,41 @@ The nets that produce such latents are in :mod:`groupact.nets.steerable`.
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from groupact.errors import ConfigError
 from groupact.groups import SO2, CyclicRotations, Group
-from groupact.latent.actions import ACTIONS, LatentAction
+from groupact.latent.actions import ACTIONS, LatentAction, Probe
+
+
+def polar_grid(rings: int, angles: int, rmax: float, side: int) -> Tensor:
+    """(1, rings, angles, 2) grid_sample coordinates of the polar samples of a side×side image.
+
+    Ring i sits at radius (i + ½)·rmax/rings pixels, angle j at 2πj/angles counter-clockwise as
+    displayed (x right, rows down), about the image centre — the centre of ``rotate_images``.
+    """
+    r = (torch.arange(rings) + 0.5) * (rmax / rings)
+    phi = torch.arange(angles) * (2 * math.pi / angles)
+    x = r[:, None] * torch.cos(phi)[None, :]
+    y = -r[:, None] * torch.sin(phi)[None, :]        # rows grow downwards
+    scale = 2.0 / side                               # pixels → [-1, 1] (align_corners=False)
+    return torch.stack([x * scale, y * scale], -1)[None]
+
+
+class ToPolar(nn.Module):
+    """Cartesian (B, C, S, S) → polar (B, C, rings, angles) by bilinear sampling (fixed)."""
+
+    def __init__(self, side: int, rings: int, angles: int, rmax: float):
+        super().__init__()
+        self.register_buffer("grid", polar_grid(rings, angles, rmax, side), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        grid = self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def to_fourier(p: Tensor, frequencies: int) -> Tensor:
@@ -67,6 +96,15 @@ class SteerableAction(LatentAction):
 
     def forward(self, z: Tensor, g: Tensor) -> Tensor:
         return fourier_rotation(z, self.group.angle(g).to(z.device))
+
+    def reference_probe(self, generator: torch.Generator | None = None) -> Probe:
+        """Polar samples of the image (14 rings × 64 angles), taken to 6 angular frequencies:
+        a turn of the image turns frequency k by k·θ, up to the polar sampling."""
+        x = self.group.testing_images(8, 2, generator)
+        side = x.shape[-1]
+        polar = ToPolar(side, 14, 64, side / 2)
+        return Probe(lambda y: to_fourier(polar(y), 6), x,
+                     precision="interpolated" if self.group.interpolates else "float")
 
     def invariants(self, z: Tensor) -> Tensor:
         """Power |c_k|² per ring and frequency, and c_k(ring r)·conj(c_k(ring r+1)) (both turn

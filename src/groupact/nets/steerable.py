@@ -31,21 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from groupact.latent.steerable import from_fourier, to_fourier
-
-
-def polar_grid(rings: int, angles: int, rmax: float, side: int) -> Tensor:
-    """(1, rings, angles, 2) grid_sample coordinates of the polar samples of a side×side image.
-
-    Ring i sits at radius (i + ½)·rmax/rings pixels, angle j at 2πj/angles counter-clockwise as
-    displayed (x right, rows down), about the image centre — the centre of ``rotate_images``.
-    """
-    r = (torch.arange(rings) + 0.5) * (rmax / rings)
-    phi = torch.arange(angles) * (2 * math.pi / angles)
-    x = r[:, None] * torch.cos(phi)[None, :]
-    y = -r[:, None] * torch.sin(phi)[None, :]        # rows grow downwards
-    scale = 2.0 / side                               # pixels → [-1, 1] (align_corners=False)
-    return torch.stack([x * scale, y * scale], -1)[None]
+from groupact.latent.steerable import ToPolar, from_fourier, to_fourier
 
 
 def cartesian_grid(rings: int, angles: int, rmax: float, side: int) -> Tensor:
@@ -59,18 +45,6 @@ def cartesian_grid(rings: int, angles: int, rmax: float, side: int) -> Tensor:
     nu = 2 * u / (angles + 1) - 1                              # align_corners=True, width angles+2
     nv = 2 * v / (rings - 1) - 1
     return torch.stack([nu, nv], -1)[None]
-
-
-class ToPolar(nn.Module):
-    """Cartesian (B, C, S, S) → polar (B, C, rings, angles) by bilinear sampling (fixed)."""
-
-    def __init__(self, side: int, rings: int, angles: int, rmax: float):
-        super().__init__()
-        self.register_buffer("grid", polar_grid(rings, angles, rmax, side), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        grid = self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class ToCartesian(nn.Module):
