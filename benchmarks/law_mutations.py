@@ -1,7 +1,9 @@
-"""Mutation check of the law tests: break one law in a copy of the package, run
-tests/test_laws.py and the older group/latent tests, and print which of them fail.
+"""Mutation check of the law tests: break one law in a copy of the package, run the law tests
+(tests/test_laws.py, tests/test_composition_order.py) and the older group/latent tests, and print
+which of them fail.
 
-    python benchmarks/law_mutations.py      # from the repository root; copies HEAD to a temp dir
+    python benchmarks/law_mutations.py          # from the repository root; copies HEAD to a temp dir
+    python benchmarks/law_mutations.py M12 M13  # only the mutations named
 """
 
 import pathlib
@@ -24,7 +26,12 @@ M = [
  ("M9 contrast compose swapped", "src/groupact/groups/contrast.py", "return torch.stack([a1 * a2, a1 * b2 + b1], -1)", "return torch.stack([a1 * a2, a2 * b1 + b2], -1)"),
  ("M10 SO3 matrix transposed", "src/groupact/groups/rotations3d.py", "    def matrix(self, g):\n        return g.to(torch.float32)", "    def matrix(self, g):\n        return g.to(torch.float32).transpose(-1, -2)"),
  ("M11 spatial act_map off by one pixel", "src/groupact/groups/base.py", "        return self.act_image(z, g)", "        return torch.roll(self.act_image(z, g), 1, -1)"),
+ ("M12 homomorphism_error order swapped", "src/groupact/evaluate/evaluate.py", "once = model.action(zv, group.compose(a, b))", "once = model.action(zv, group.compose(b, a))"),
+ ("M13 both-mode pairs T_{g1.g}", "src/groupact/data/pairs.py", "x2 = self.group.act_image(x, self.group.compose(g, g1))", "x2 = self.group.act_image(x, self.group.compose(g1, g))"),
 ]
+chosen = sys.argv[1:]
+M = [m for m in M if not chosen or m[0].split()[0] in chosen]
+laws = ["tests/test_laws.py", "tests/test_composition_order.py"]
 old = ["tests/test_latent.py", "tests/test_groups_planar.py", "tests/test_groups_3d.py"]
 for name, f, a, b in M:  # each mutation alone, restored afterwards
     p = root / f; s = p.read_text()
@@ -32,7 +39,7 @@ for name, f, a, b in M:  # each mutation alone, restored afterwards
     p.write_text(s.replace(a, b))
     try:
         res = {}
-        for label, tests in (("new laws", ["tests/test_laws.py"]), ("old group/latent tests", old)):
+        for label, tests in (("law tests", laws), ("old group/latent tests", old)):
             r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                                cwd=root, env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
                                capture_output=True, text=True)
