@@ -44,7 +44,8 @@ for name, f, a, b in M:  # each mutation alone, restored afterwards
                                cwd=root, env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
                                capture_output=True, text=True)
             last = [l for l in r.stdout.splitlines() if "passed" in l or "failed" in l or "error" in l.lower()]
-            res[label] = last[-1] if last else r.stdout[-300:]
+            caught = [l.split()[1].split("::")[-1] for l in r.stdout.splitlines() if l.startswith("FAILED")]
+            res[label] = (last[-1] if last else r.stdout[-300:]) + (f" caught by {caught}" if caught else "")
         print(name, "|", res, flush=True)
     finally:
         p.write_text(s)
