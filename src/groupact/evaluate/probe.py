@@ -406,9 +406,13 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int,
             continue
         # one part's features at a time, for every view set: memory holds the latents and one
         # part (a 3D latent's parts are each ~1 GB over an evaluation's views)
-        feats = {name: _part_features(model, part, latents[name], views, mask, pool_over,
-                                      random_model, f"{part}, {name}")
-                 for name, views in view_sets.items()}
+        feats = {}
+        for name, views in view_sets.items():
+            if part in ("orbit", "orbit_random"):      # |H| encoder passes per view: minutes
+                say(f"probes: orbit-pooling {name} for {part} ({len(views)} views × "
+                    f"{pool_over.shape[0]} turns) ...")
+            feats[name] = _part_features(model, part, latents[name], views, mask, pool_over,
+                                         random_model, f"{part}, {name}")
         fitted: list[tuple[str, str, str]] = []          # (suffix, train, val) of fits made
         for suffix, (tr_name, va_name) in protocols.items():
             key = f"probe_{part}{suffix}"
