@@ -71,8 +71,13 @@ def test_budgets_and_runner_settings():
     assert plan.config("rotmnist", "ald", "quick", 0).eval.figures            # seed 0 only
     assert not plan.config("rotmnist", "ald", "quick", 1).eval.figures
     runs = expand_plan(plan, "quick", __import__("pathlib").Path("r"))
-    # 5 datasets × 4 methods, 9 ablations × 2 datasets, 3 × 1, inv-only on a third (brain3d)
-    assert len(runs) == 3 * (5 * 4 + 2 * 9 + 3 + 1)
+    # 5 datasets × 4 methods, 9 ablations × 2 datasets, 4 × 1 (hand-split on planes),
+    # inv-only on a third (brain3d)
+    assert len(runs) == 3 * (5 * 4 + 2 * 9 + 4 + 1)
+    hand = plan.config("planes", "hand-split", "quick", 0)
+    ald = plan.config("planes", "ald", "quick", 0)
+    assert hand.model.mask.kind == "fixed" and hand.model.mask.variant == list(range(16))
+    assert (hand.model.net, hand.loss, hand.train) == (ald.model.net, ald.loss, ald.train)
     # the table's 3D rows keep the paper's L_const that the 3D recipes' defaults drop
     for dataset in ("brain3d", "adrenal3d"):
         assert load_config(plan.datasets[dataset].recipe).loss.const == 0.0
