@@ -146,6 +146,46 @@ def test_brain_synthetic_shapes_labels_determinism_and_cache(tmp_cache):
     assert torch.equal(again.train.images, sp.train.images)
 
 
+_SAME_ON_EVERY_CPU = """
+import json, torch
+from groupact.data import brain
+from groupact.data.brain.population import randn64
+draws = randn64(37, 29, generator=torch.Generator().manual_seed(5))
+vols = brain.load_brain3d_synthetic(24, 4, 4, size=32, seed=0, use_cache=False)
+slices = brain.load_brain2d_slices(8, 2, 2, size=48, seed=0, use_cache=False)
+print(json.dumps([vols.fingerprint(), slices.fingerprint(), draws.tolist()]))
+"""
+
+
+def test_brain_synthetic_bytes_do_not_depend_on_the_cpu_kernels():
+    """The population is the same bytes whichever kernels torch and MKL pick for the CPU (the
+    float32 generator differed in a few voxels per million between AVX-512, AVX2 and plain
+    builds, and so did every fingerprint made from it), and randn64 takes torch.randn's numbers."""
+    import json
+    import subprocess
+    import sys
+
+    def run(**env):
+        out = subprocess.run([sys.executable, "-c", _SAME_ON_EVERY_CPU], capture_output=True,
+                             text=True, env={**os.environ, "GROUPACT_CACHE": "off", **env})
+        assert out.returncode == 0, out.stderr
+        *fingerprints, draws = json.loads(out.stdout)
+        return fingerprints, torch.tensor(draws, dtype=torch.float64)
+
+    native, draws = run()
+    for env in ({"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
+                {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}):
+        fingerprints, other = run(**env)
+        assert fingerprints == native, env
+        # float64 draws: the CPU's own log, sin and cos may differ in the last bit, no more
+        assert torch.allclose(other, draws, rtol=1e-14, atol=1e-14), env
+    from groupact.data.brain.population import randn64
+    for shape in ((5,), (37, 29), (4, 16)):
+        ours = randn64(*shape, generator=torch.Generator().manual_seed(5))
+        torchs = torch.randn(*shape, generator=torch.Generator().manual_seed(5))
+        assert ours.dtype == torch.float64 and ours.shape == torchs.shape
+        assert torch.allclose(ours, torchs.double(), rtol=0, atol=1e-5)
+
 def test_brain_synthetic_label1_enlarges_ventricles():
     t1, vent = brain.mni152_template(32)
     region, tissue = vent > 0.2, t1 > 0.3

@@ -4,6 +4,7 @@ few axial slices per subject for the 2D recipes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ SYNTHETIC_NAME = "mni152-synthetic"
 SYNTHETIC_SOURCE = "generated from the MNI152 2009a template bundled in nilearn"
 SYNTHETIC_LABELS = {"0": "no change (normal ventricle-size variation)",
                     "1": "simulated ventricle enlargement"}
-_CHUNK_POINTS = 1 << 22  # subjects × points per grid_sample call (bounds memory to ~100 MB)
+_CHUNK_POINTS = 1 << 22  # subjects × points per grid_sample call (bounds memory to ~0.6 GB)
+#: part of the cache key of every volume this module generates: bump it when the bytes change
+GENERATOR_VERSION = 2    # 2: float64 throughout, the same bytes on every CPU
 
 
 _GENERATOR_DEFAULTS: dict[str, Any] = {
@@ -48,23 +51,56 @@ def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
     return generator_settings("brain", _GENERATOR_DEFAULTS, kwargs)
 
 
+def randn64(*shape: int, generator: torch.Generator) -> Tensor:
+    """Standard normal numbers, float64: ``torch.randn(*shape, generator=generator)`` to within
+    float32 rounding, taking the same numbers from the generator, but the same bits on every CPU.
+
+    torch's float32 normal sampler rounds differently with the instruction set the machine has
+    (its AVX2/AVX-512 Box-Muller uses its own log and sincos), so the same seed gave draws a few
+    ulps apart from one CPU to another, and after rendering a few voxels one grey level apart. Here
+    the uniforms (exact: integers times 2⁻²⁴) come from the generator as torch.randn takes them, 16
+    at a time (8 radii, 8 angles; a ragged end redrawn as 16 new ones), and the transform is done
+    in float64, whose last-bit differences between CPUs stay far below a grey level.
+    """
+    size = math.prod(shape)
+    if size < 16:   # torch draws these one at a time, in float64 already
+        return torch.randn(*shape, generator=generator).double()
+    u = torch.rand(size, generator=generator).double()
+    tail = torch.rand(16, generator=generator).double() if size % 16 else None
+
+    def box_muller(x: Tensor) -> Tensor:
+        x = x.view(-1, 2, 8)
+        radius = torch.sqrt(-2.0 * torch.log1p(-x[:, 0]))
+        theta = (2.0 * math.pi) * x[:, 1]
+        return torch.stack([radius * torch.cos(theta), radius * torch.sin(theta)], 1).reshape(-1)
+
+    whole = size // 16 * 16
+    out = torch.empty(size, dtype=torch.float64)
+    out[:whole] = box_muller(u[:whole])
+    if tail is not None:
+        out[size - 16:] = box_muller(tail)
+    return out.view(shape)
+
+
 def _draw_subjects(n_split: Sequence[int], seed: int, s: dict[str, Any]) -> dict[str, Tensor]:
-    """Per-subject random parameters; they depend on the seed and counts only, not on the size."""
+    """Per-subject random parameters (float64); they depend on the seed and counts only, not on
+    the size, and not on the CPU."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.cat([(torch.arange(m) % 2)[torch.randperm(m, generator=g)] for m in n_split])
     n = int(labels.numel())
     k = int(s["control_points"])
-    u = torch.rand(n, generator=g)
+    u = torch.rand(n, generator=g).double()
     lo1, hi1 = s["enlarge_mm"]
     lo0, hi0 = s["normal_mm"]
+    eye = torch.eye(3, dtype=torch.float64)
     return {
         "labels": labels.to(torch.int64),
-        "coarse": torch.randn(n, 4, k, k, k, generator=g),
-        "affine": torch.eye(3) + s["affine_std"] * torch.randn(n, 3, 3, generator=g),
-        "shift": s["shift_mm"] * torch.randn(n, 3, generator=g),
+        "coarse": randn64(n, 4, k, k, k, generator=g),
+        "affine": eye + s["affine_std"] * randn64(n, 3, 3, generator=g),
+        "shift": s["shift_mm"] * randn64(n, 3, generator=g),
         "enlarge": torch.where(labels == 1, lo1 + u * (hi1 - lo1), lo0 + u * (hi0 - lo0)),
-        "gamma": torch.exp(s["gamma_std"] * torch.randn(n, generator=g)),
-        "gain": s["gain"][0] + (s["gain"][1] - s["gain"][0]) * torch.rand(n, generator=g),
+        "gamma": torch.exp(s["gamma_std"] * randn64(n, generator=g)),
+        "gain": s["gain"][0] + (s["gain"][1] - s["gain"][0]) * torch.rand(n, generator=g).double(),
     }
 
 
@@ -73,11 +109,17 @@ def _render(params: dict[str, Tensor], points: Tensor, size: int, s: dict[str, A
     """Every subject sampled at ``points`` (M, 3) (normalised x, y, z): (N, M) uint8.
 
     ``template`` (size³, default the MNI152 one) is the brain every subject deforms, ``side_mm``
-    its cube's side. All subjects in a chunk go through one grid_sample; chunks only bound memory.
+    its cube's side. All subjects in a chunk go through one grid_sample; chunks only bound memory
+    (and set the order the noise is drawn in). Everything before the final rounding is float64:
+    in float32 the rounding of matrix products, sampling and random draws changes with the CPU's
+    instruction set (MKL and torch pick kernels by it), and a few voxels in a million landed on
+    the other side of a grey level, so one seed made different bytes on different machines.
     """
     if template is None:
         template, _ = mni152_template(size)
         side_mm = template_full()["side_mm"]
+    template = template.double()
+    points = points.double()
     field = enlarge_field(float(s["smooth_mm"]))
     mm = 2.0 / float(side_mm)  # normalised units per mm
     n, m = params["labels"].numel(), points.shape[0]
@@ -102,8 +144,8 @@ def _render(params: dict[str, Tensor], points: Tensor, size: int, s: dict[str, A
         v = v * params["gain"][a:b, None] * torch.exp(s["bias_std"] * coarse[..., 3])
         sigma = float(s["noise"])
         if sigma > 0:  # Rician magnitude noise, as in MR magnitude images
-            n1 = torch.randn(B, m, generator=g)
-            n2 = torch.randn(B, m, generator=g)
+            n1 = randn64(B, m, generator=g)
+            n2 = randn64(B, m, generator=g)
             v = torch.sqrt((v + sigma * n1) ** 2 + (sigma * n2) ** 2)
         out[a:b] = (v.clamp(0, 1) * 255).round().to(torch.uint8)
     return out
@@ -195,7 +237,8 @@ def load_brain3d_synthetic(n_train: int = 480, n_val: int = 60, n_test: int = 60
                 "labels": params["labels"].numpy().astype(np.uint8),
                 "subject": np.arange(sum(counts), dtype=np.int64)}
 
-    arrays = cached(SYNTHETIC_NAME + "-3d", settings, make, cache_dir, enabled=use_cache)
+    arrays = cached(SYNTHETIC_NAME + "-3d", {**settings, "generator": GENERATOR_VERSION}, make,
+                    cache_dir, enabled=use_cache)
     splits = _make_splits(arrays, counts, 1, _synthetic_info("3d volumes", settings))
     if not heldout:
         return splits
@@ -220,11 +263,12 @@ def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dic
     reference = float(np.percentile(template[template > 0], MATCH_PERCENTILE))
     settings = {"n": n, "size": size, "seed": seed, "heldout": names,
                 "files": [[str(p), p.stat().st_size] for pair in files for p in pair if p],
-                "reference": reference, "version": 2, **s}   # 2: skull stripped before resampling
+                "reference": reference, "version": 2, "generator": GENERATOR_VERSION,
+                **s}   # version 2: skull stripped before resampling
 
     def make() -> dict[str, np.ndarray]:
         params = _draw_subjects((n,), seed + 7919, s)
-        params["enlarge"] = torch.zeros(n)
+        params["enlarge"] = torch.zeros(n, dtype=torch.float64)
         brain = torch.arange(n) % len(names)
         out = torch.empty(n, size ** 3, dtype=torch.uint8)
         points = _grid_points(_axis(size), size)
@@ -246,8 +290,8 @@ def _heldout_subjects(names: Sequence[str], n: int, size: int, seed: int, s: dic
 def ventricle_height(size: int) -> float:
     """Normalised height (D axis, in [-1, 1]) of the lateral ventricles' centre in the template."""
     _, vent = mni152_template(size)
-    w = vent.sum(dim=(1, 2))
-    return float((w * _axis(size)).sum() / w.sum())
+    w = vent.double().sum(dim=(1, 2))
+    return float((w * _axis(size).double()).sum() / w.sum())
 
 
 def load_brain2d_slices(n_train: int = 480, n_val: int = 60, n_test: int = 60, size: int = 64,
@@ -293,7 +337,8 @@ def load_brain2d_slices(n_train: int = 480, n_val: int = 60, n_test: int = 60, s
                 "labels": params["labels"].repeat_interleave(n_slices).numpy().astype(np.uint8),
                 "subject": np.repeat(np.arange(n, dtype=np.int64), n_slices)}
 
-    arrays = cached(SYNTHETIC_NAME + "-slices", settings, make, cache_dir, enabled=use_cache)
+    arrays = cached(SYNTHETIC_NAME + "-slices", {**settings, "generator": GENERATOR_VERSION}, make,
+                    cache_dir, enabled=use_cache)
     info = {**_synthetic_info("2d axial slices", settings), "slice_heights": z.tolist()}
     return _make_splits(arrays, counts, n_slices, info)
 

@@ -94,7 +94,8 @@ def cube_at(cube: np.ndarray, size: int) -> Tensor:
 
 @functools.lru_cache(maxsize=2)
 def enlarge_field(smooth_mm: float) -> Tensor:
-    """(1, 3, R, R, R) unit-peak field pointing into the ventricles, in grid_sample (x, y, z) order.
+    """(1, 3, R, R, R) unit-peak field (float64) pointing into the ventricles, in grid_sample
+    (x, y, z) order.
 
     It is the gradient of the ventricle mask smoothed with a Gaussian of ``smooth_mm``, scaled so its
     largest length is 1 mm (stored in normalised units: 2 / side_mm per mm). A pull map
@@ -111,4 +112,4 @@ def enlarge_field(smooth_mm: float) -> Tensor:
     grad = np.stack(np.gradient(smooth, vox_mm))  # (d, h, w) components, per mm
     grad /= np.sqrt((grad ** 2).sum(0)).max()
     field = grad[::-1] * (2.0 / full["side_mm"])  # → (x=w, y=h, z=d), normalised units per mm
-    return torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))[None]
+    return torch.from_numpy(np.ascontiguousarray(field, dtype=np.float64))[None]
