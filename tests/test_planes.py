@@ -13,7 +13,7 @@ from groupact.data.render import composite, rasterize, render
 from groupact.groups.rotations3d import axis_angle_to_matrix, haar_rotations
 from groupact.errors import DataError
 
-SMALL = dict(n_planes=10, n_poses=6, size=32, n_skies=6, supersample=2)
+from conftest import SMALL_PLANES as SMALL
 
 
 def axis_angle(axis, angle: float) -> torch.Tensor:
@@ -28,17 +28,8 @@ def _cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    import os
-    old = os.environ.get("GROUPACT_CACHE")
-    os.environ["GROUPACT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    try:
-        return load_planes(**SMALL)
-    finally:
-        if old is None:
-            os.environ.pop("GROUPACT_CACHE", None)
-        else:
-            os.environ["GROUPACT_CACHE"] = old
+def splits(small_planes):
+    return small_planes
 
 
 # --- mesh files (trimesh) -------------------------------------------------------------------------

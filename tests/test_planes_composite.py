@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from groupact.data.pairs import slice_pairs
-from groupact.data.planes import PosePairs, load_planes
+from groupact.data.planes import PosePairs
 from groupact.data.render import render
 from groupact.errors import ConfigError
 from groupact.evaluate.metrics import psnr, region_psnr
@@ -20,21 +20,11 @@ from groupact.model import GroupActionAutoencoder
 from groupact.nets import NetSpec, build_nets
 from groupact.nets.rendering import composite_depth, from_camera_layout, to_camera_layout
 
-SMALL = dict(n_planes=10, n_poses=6, size=32, n_skies=6, supersample=2)
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    import os
-    old = os.environ.get("GROUPACT_CACHE")
-    os.environ["GROUPACT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    try:
-        return load_planes(**SMALL)
-    finally:
-        if old is None:
-            os.environ.pop("GROUPACT_CACHE", None)
-        else:
-            os.environ["GROUPACT_CACHE"] = old
+def splits(small_planes):
+    return small_planes
 
 
 def composite_model(size: int = 32, channels: int = 4) -> GroupActionAutoencoder:

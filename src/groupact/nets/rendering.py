@@ -47,27 +47,75 @@ def from_camera_layout(v: Tensor) -> Tensor:
     return v.flip(3).permute(0, 1, 4, 3, 2)
 
 
-class RenderEncoder(nn.Module):
+def low_sky_features(sky_channels: int, sky_full: int, v: int) -> int:
+    """The low-resolution sky features at (S/4)²: what the sky channels hold beyond the packed
+    full-resolution maps (checked: there must be some)."""
+    low_feats = (sky_channels - sky_volumes(sky_full, v)) * v
+    if low_feats <= 0:
+        raise ValueError("sky_channels must exceed the full-resolution sky volumes "
+                         f"({sky_volumes(sky_full, v)})")
+    return low_feats
+
+
+def trunk2d(in_channels: int, width: int) -> nn.Sequential:
+    """The 2D ResNet trunk S → S/4 of both encoders (width, then 2·width channels)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(2, width),          # S/2
+        nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2, 2 * width),        # S/4
+        ResBlock(2, 2 * width), nn.GroupNorm(group_count(2 * width), 2 * width), nn.SiLU())
+
+
+class VolumeLift(nn.Module):
+    """The object's channels from the trunk's (S/4)² features: Dupont et al.'s inverse
+    projection (a 1×1 conv whose channels are read as depth), laid out in camera axes, then 3D
+    residual blocks."""
+
+    def __init__(self, features: int, object_channels: int, v: int, blocks3d: int):
+        super().__init__()
+        self.co, self.v = object_channels, v
+        self.inverse_projection = nn.Conv2d(features, object_channels * v, 1)
+        self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
+
+    def lift(self, h: Tensor) -> Tensor:
+        v = self.v
+        vol = self.inverse_projection(h).view(h.shape[0], self.co, v, v, v)   # (z, row, col)
+        return self.blocks3d(to_camera_layout(vol))
+
+
+class SkyPainter(nn.Module):
+    """The background from the sky channels: the low-resolution features upsampled, joined with
+    the full-resolution maps unpacked from their fibres, to colour in [0, 1]."""
+
+    def init_sky(self, out_channels: int, v: int, object_channels: int, sky_channels: int,
+                 sky_full: int) -> None:
+        self.v, self.co = v, object_channels
+        self.n_hi = sky_volumes(sky_full, v)
+        low_feats = (sky_channels - self.n_hi) * v
+        self.sky_up = nn.Sequential(nn.ConvTranspose2d(low_feats, 32, 4, 2, 1), nn.SiLU(),
+                                    nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.SiLU())
+        self.sky_out = nn.Sequential(nn.Conv2d(16 + sky_full, 16, 3, 1, 1), nn.SiLU(),
+                                     nn.Conv2d(16, out_channels, 3, 1, 1))
+
+    def paint_sky(self, z: Tensor) -> Tensor:
+        B, v = z.shape[0], self.v
+        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
+        low = z[:, self.co + self.n_hi:].reshape(B, -1, v, v)
+        return self.out(self.sky_out(torch.cat([self.sky_up(low), hi], 1)))
+
+
+class RenderEncoder(VolumeLift):
     """Image (B, 3, S, S) → latent (B, object_channels + sky_channels, S/4, S/4, S/4)."""
 
     def __init__(self, in_channels: int = 3, size: int = 64, width: int = 32,
                  object_channels: int = 8, sky_channels: int = 8, sky_full: int = 4,
                  blocks3d: int = 1):
-        super().__init__()
         if size % 4:
             raise ValueError(f"image side must be a multiple of 4, got {size}")
         v = size // 4
-        self.v, self.co = v, object_channels
-        low_feats = (sky_channels - sky_volumes(sky_full, v)) * v
-        if low_feats <= 0:
-            raise ValueError("sky_channels must exceed the full-resolution sky volumes "
-                             f"({sky_volumes(sky_full, v)})")
-        self.trunk = nn.Sequential(
-            nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(2, width),          # S/2
-            nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2, 2 * width),        # S/4
-            ResBlock(2, 2 * width), nn.GroupNorm(group_count(2 * width), 2 * width), nn.SiLU())
-        self.inverse_projection = nn.Conv2d(2 * width, object_channels * v, 1)
-        self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
+        low_feats = low_sky_features(sky_channels, sky_full, v)
+        trunk = trunk2d(in_channels, width)
+        super().__init__(2 * width, object_channels, v, blocks3d)
+        self.trunk = trunk
         self.sky_low = nn.Conv2d(2 * width, low_feats, 1)
         self.sky_hi = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1), nn.SiLU(),
                                     nn.Conv2d(16, sky_full, 3, 1, 1))
@@ -75,14 +123,13 @@ class RenderEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, v = x.shape[0], self.v
         h = self.trunk(x)
-        vol = self.inverse_projection(h).view(B, self.co, v, v, v)      # (z, row, col)
-        vol = self.blocks3d(to_camera_layout(vol))
+        vol = self.lift(h)
         low = self.sky_low(h).reshape(B, -1, v, v, v)
         hi = F.pixel_unshuffle(self.sky_hi(x), 4).reshape(B, -1, v, v, v)
         return torch.cat([vol, hi, low], 1)
 
 
-class RenderDecoder(nn.Module):
+class RenderDecoder(SkyPainter):
     """Latent → image: the object (colour + alpha) from the volume channels, composited over
     the background painted from the sky channels."""
 
@@ -91,8 +138,6 @@ class RenderDecoder(nn.Module):
                  blocks3d: int = 1):
         super().__init__()
         v = size // 4
-        self.v, self.co = v, object_channels
-        self.n_hi = sky_volumes(sky_full, v)
         self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
         self.projection = nn.Sequential(nn.Conv2d(object_channels * v, 2 * width, 1),
                                         ResBlock(2, 2 * width), ResBlock(2, 2 * width))
@@ -102,11 +147,7 @@ class RenderDecoder(nn.Module):
             nn.GroupNorm(group_count(width), width), nn.SiLU(),
             nn.ConvTranspose2d(width, 16, 4, 2, 1), nn.SiLU(),                 # S
             nn.Conv2d(16, out_channels + 1, 3, 1, 1))
-        low_feats = (sky_channels - self.n_hi) * v
-        self.sky_up = nn.Sequential(nn.ConvTranspose2d(low_feats, 32, 4, 2, 1), nn.SiLU(),
-                                    nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.SiLU())
-        self.sky_out = nn.Sequential(nn.Conv2d(16 + sky_full, 16, 3, 1, 1), nn.SiLU(),
-                                     nn.Conv2d(16, out_channels, 3, 1, 1))
+        self.init_sky(out_channels, v, object_channels, sky_channels, sky_full)
         self.out = nn.Sigmoid()        # init_output_bias finds this and the sky head's bias
 
     def parts(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -116,10 +157,7 @@ class RenderDecoder(nn.Module):
         h = self.projection(vol.reshape(B, self.co * v, v, v))
         o = self.up(h)
         rgb, alpha = torch.sigmoid(o[:, :-1]), torch.sigmoid(o[:, -1:])
-        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
-        low = z[:, self.co + self.n_hi:].reshape(B, -1, v, v)
-        sky = self.out(self.sky_out(torch.cat([self.sky_up(low), hi], 1)))
-        return rgb, alpha, sky
+        return rgb, alpha, self.paint_sky(z)
 
     def forward(self, z: Tensor) -> Tensor:
         rgb, alpha, sky = self.parts(z)
@@ -156,7 +194,7 @@ def composite_depth(volume: Tensor) -> tuple[Tensor, Tensor]:
     return feats, weight.sum(2).clamp(0, 1)
 
 
-class CompositeEncoder(nn.Module):
+class CompositeEncoder(VolumeLift):
     """Image (B, 3, S, S) → latent (B, object_channels + sky_channels, S/4, S/4, S/4).
 
     The object's channels are feature volumes lifted from a 2D trunk (Dupont et al.'s inverse
@@ -170,21 +208,13 @@ class CompositeEncoder(nn.Module):
     def __init__(self, in_channels: int = 3, size: int = 64, width: int = 32,
                  object_channels: int = 16, sky_channels: int = 8, sky_full: int = 4,
                  blocks3d: int = 1):
-        super().__init__()
         if size % 16:
             raise ValueError(f"image side must be a multiple of 16, got {size}")
         v = size // 4
-        self.v, self.co = v, object_channels
-        low_feats = (sky_channels - sky_volumes(sky_full, v)) * v
-        if low_feats <= 0:
-            raise ValueError("sky_channels must exceed the full-resolution sky volumes "
-                             f"({sky_volumes(sky_full, v)})")
-        self.trunk = nn.Sequential(
-            nn.Conv2d(in_channels, width, 4, 2, 1), ResBlock(2, width),          # S/2
-            nn.Conv2d(width, 2 * width, 4, 2, 1), ResBlock(2, 2 * width),        # S/4
-            ResBlock(2, 2 * width), nn.GroupNorm(group_count(2 * width), 2 * width), nn.SiLU())
-        self.inverse_projection = nn.Conv2d(2 * width, object_channels * v, 1)
-        self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
+        low_feats = low_sky_features(sky_channels, sky_full, v)
+        trunk = trunk2d(in_channels, width)
+        super().__init__(2 * width, object_channels, v, blocks3d)
+        self.trunk = trunk
         self.coverage_up = nn.Sequential(
             nn.ConvTranspose2d(2 * width, 16, 4, 2, 1), nn.SiLU(),
             nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.SiLU())
@@ -202,8 +232,7 @@ class CompositeEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, v = x.shape[0], self.v
         h = self.trunk(x)
-        vol = self.inverse_projection(h).view(B, self.co, v, v, v)      # (z, row, col)
-        vol = self.blocks3d(to_camera_layout(vol))
+        vol = self.lift(h)
         logits = self.coverage_out(torch.cat([self.coverage_up(h), x], 1))
         self.coverage_logits = logits
         alpha = torch.sigmoid(logits)
@@ -213,7 +242,7 @@ class CompositeEncoder(nn.Module):
         return torch.cat([vol, hi, low], 1)
 
 
-class CompositeDecoder(nn.Module):
+class CompositeDecoder(SkyPainter):
     """Latent → image: the object volume rendered by emission–absorption along the viewing axis
     (:func:`composite_depth`) and refined in 2D to colour and alpha at full resolution, over a sky
     painted from the sky channels."""
@@ -223,8 +252,6 @@ class CompositeDecoder(nn.Module):
                  blocks3d: int = 1):
         super().__init__()
         v = size // 4
-        self.v, self.co = v, object_channels
-        self.n_hi = sky_volumes(sky_full, v)
         self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
         feats = object_channels - 1
         self.refine = nn.Sequential(
@@ -236,11 +263,7 @@ class CompositeDecoder(nn.Module):
             nn.Conv2d(16, out_channels + 1, 3, 1, 1))
         nn.init.zeros_(self.refine[-1].weight)
         nn.init.zeros_(self.refine[-1].bias)
-        low_feats = (sky_channels - self.n_hi) * v
-        self.sky_up = nn.Sequential(nn.ConvTranspose2d(low_feats, 32, 4, 2, 1), nn.SiLU(),
-                                    nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.SiLU())
-        self.sky_out = nn.Sequential(nn.Conv2d(16 + sky_full, 16, 3, 1, 1), nn.SiLU(),
-                                     nn.Conv2d(16, out_channels, 3, 1, 1))
+        self.init_sky(out_channels, v, object_channels, sky_channels, sky_full)
         #: the density starts low, so the untrained object covers ~10 % of a ray, not all of it
         self.density_bias = nn.Parameter(torch.tensor(-5.0))
         self.out = nn.Sigmoid()        # init_output_bias finds this and the sky head's bias
@@ -249,7 +272,6 @@ class CompositeDecoder(nn.Module):
 
     def parts(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(object colour, object alpha, background), each in [0, 1]."""
-        B, v = z.shape[0], self.v
         vol = from_camera_layout(self.blocks3d(z[:, :self.co]))
         vol = torch.cat([vol[:, :1] + self.density_bias, vol[:, 1:]], 1)
         feats, coverage = composite_depth(vol)
@@ -259,10 +281,7 @@ class CompositeDecoder(nn.Module):
         prior = torch.logit(prior.clamp(1e-4, 1 - 1e-4))
         self.alpha_logits = o[:, -1:] + prior
         rgb, alpha = torch.sigmoid(o[:, :-1]), torch.sigmoid(self.alpha_logits)
-        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
-        low = z[:, self.co + self.n_hi:].reshape(B, -1, v, v)
-        sky = self.out(self.sky_out(torch.cat([self.sky_up(low), hi], 1)))
-        return rgb, alpha, sky
+        return rgb, alpha, self.paint_sky(z)
 
     def forward(self, z: Tensor) -> Tensor:
         rgb, alpha, sky = self.parts(z)
