@@ -1,5 +1,5 @@
 """What training time buys on planes: PSNR, object-pixel PSNR and the wrong-g cost of a run's
-checkpoints against the CPU time spent training them.
+checkpoints against the time spent training them.
 
     python benchmarks/planes_curve.py RUN [RUN ...] --snapshots SNAPDIR [--pairs 300]
         [--out benchmarks/results/planes-curve]
@@ -7,8 +7,8 @@ checkpoints against the CPU time spent training them.
 SNAPDIR/<run folder name>/epochN.pt are copies of RUN/checkpoints/last.pt taken as each epoch
 ended (a run keeps only its best and last checkpoints); the run's own best.pt is added at its
 epoch. Each is evaluated on the protocol's first N fixed test pairs (eval.seed), the training time
-read from RUN/metrics.jsonl (the seconds of each epoch, summed; single-threaded runs, so wall
-time is CPU time). Writes OUT.json and OUT.png.
+read from RUN/metrics.jsonl (the wall seconds of each epoch, summed: CPU time for a
+single-threaded run on an otherwise idle core, more on a shared one). Writes OUT.json and OUT.png.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def plot(records: list[dict], path: Path) -> None:
             ax.axhline(ref[f"{key}_identity"], color="grey", ls="--", label="do nothing")
             ax.axhline(ref[f"{key}_mean_target"], color="grey", ls=":", label="mean target")
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("training CPU-minutes (1 thread)")
+        ax.set_xlabel("training minutes (wall clock, 1 thread)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
