@@ -15,7 +15,8 @@ from groupact.evaluate.metrics import psnr, region_psnr
 from groupact.groups import build_group
 from groupact.latent import AllVariantMask
 from groupact.latent.actions import build_action
-from groupact.losses import LossWeights, coverage_term, get_loss, latent_term, silhouette_term
+from groupact.losses import (LossWeights, check_coverage_net, coverage_term, get_loss, latent_term,
+                             silhouette_term)
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import NetSpec, build_nets
 from groupact.nets.rendering import composite_depth, from_camera_layout, to_camera_layout
@@ -200,6 +201,14 @@ def test_coverage_term_needs_a_coverage_net_and_alpha(splits):
     b = PosePairs().pairs(splits.train, torch.arange(4), torch.Generator().manual_seed(1))
     with pytest.raises(ConfigError, match="render-composite"):
         get_loss("paper")(model, b, LossWeights(coverage=1.0))
+    with pytest.raises(ConfigError, match="render-composite"):
+        check_coverage_net(model)
+    check_coverage_net(composite_model())              # both halves exposed: accepted
+    # a net that predicts the coverage but does not expose its drawn alpha is refused too
+    half = composite_model()
+    del half.decoder.alpha_logits
+    with pytest.raises(ConfigError, match="render-composite"):
+        check_coverage_net(half)
 
 
 # --- the evaluation's regions ----------------------------------------------------------------------

@@ -63,12 +63,22 @@ def latent_term(pred: Tensor, target: Tensor, relative: bool, centred: bool = Fa
     return err / t.pow(2).mean().clamp_min(1e-8)
 
 
+_COVERAGE_NEEDS = ("loss.coverage needs a net that predicts the object's coverage "
+                   "(model.net=render-composite) and data that knows it (rendered planes); set "
+                   "loss.coverage=0")
+
+
+def check_coverage_net(model: GroupActionAutoencoder) -> None:
+    """Refuse ``loss.coverage`` before training for a net that does not expose both the encoder's
+    predicted coverage and the decoder's drawn alpha."""
+    if not (hasattr(model.encoder, "coverage_logits") and hasattr(model.decoder, "alpha_logits")):
+        raise ConfigError(_COVERAGE_NEEDS)
+
+
 def _alpha_bce(module: torch.nn.Module, attr: str, alpha: Tensor | None) -> Tensor:
     logits = getattr(module, attr, None)
     if logits is None or alpha is None:
-        raise ConfigError("loss.coverage needs a net that predicts the object's coverage "
-                          "(model.net=render-composite) and data that knows it (rendered "
-                          "planes); set loss.coverage=0")
+        raise ConfigError(_COVERAGE_NEEDS)
     return F.binary_cross_entropy_with_logits(logits, alpha)
 
 

@@ -34,7 +34,7 @@ from groupact.evaluate.metrics import psnr
 from groupact.evaluate.probe import check_probe_labels
 from groupact.io import append_jsonl, atomic_copy, atomic_write_json, save_checkpoint
 from groupact.latent import ALDMask
-from groupact.losses import LossWeights, get_loss, with_homomorphism
+from groupact.losses import LossWeights, check_coverage_net, get_loss, with_homomorphism
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
 from groupact.runs import RunPaths, check_net_version
@@ -115,10 +115,8 @@ class Trainer:
         self.loss_fn = get_loss(cfg.loss.kind)
         self.weights = LossWeights(cfg.loss.recon, cfg.loss.inv, cfg.loss.const,
                                    cfg.loss.relative, cfg.loss.hom, cfg.loss.coverage)
-        if cfg.loss.coverage and not hasattr(self.model.encoder, "coverage_logits"):
-            raise ConfigError(f"loss.coverage={cfg.loss.coverage} needs a net that predicts the "
-                              "object's coverage (model.net=render-composite); set "
-                              "loss.coverage=0")
+        if cfg.loss.coverage:
+            check_coverage_net(self.model)
         if cfg.loss.hom and not hasattr(self.model.action, "homomorphism_penalty"):
             raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
                               f"this recipe's action is {cfg.model.action.kind}")
