@@ -814,9 +814,7 @@ BAD_INPUTS.update({
         ("model.mask.tau", "0", "model.mask.tau must lie in (0, 1)"),
         ("model.mask.tau", "1.5", "model.mask.tau must lie in (0, 1)"),
         ("model.mask.init_std", "-1", "model.mask.init_std must be 0 or more"),
-        ("model.mask.variant_fraction", "2", "variant_fraction must lie in [0, 1]"),
         ("model.mask.freeze_epochs", "-1", "freeze_epochs must be 0 or more"),
-        ("model.mask.variant", "[0, 99]", "model.mask.variant must list channels 0..63"),
         ("loss.recon", "-1", "must be 0 or more"),
         ("loss.const", "-0.5", "must be 0 or more"),
         ("eval.n_pairs", "0", "eval.n_pairs must be 1 or more"),
@@ -836,6 +834,11 @@ BAD_INPUTS.update({
         ("data.kind", "imagenet", "unknown data.kind 'imagenet'"),
         ("model.mask.tua", "0.3", "did you mean 'model.mask.tau'"),
         ("model.net", "resnet", "resnet"),
+    ]},
+    # the fixed mask's own keys (an ALD recipe leaves them unread)
+    **{f"range-{k}={v}": (_train("model.mask.kind=fixed", f"{k}={v}"), words) for k, v, words in [
+        ("model.mask.variant", "[0, 99]", "model.mask.variant must list channels 0..63"),
+        ("model.mask.variant_fraction", "2", "variant_fraction must lie in [0, 1]"),
     ]},
     "set-no-equals": (_train("train.epochs"), "--set takes key=value"),
     "set-empty-key": (_train(".epochs=3"), "--set: bad key"),

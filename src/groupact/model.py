@@ -13,6 +13,9 @@ own units, so a loss is the loss the network's authors wrote.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,6 +44,9 @@ class GroupActionAutoencoder(nn.Module):
             raise ConfigError(f"the latent action is built for group '{acts_on.name}' but the "
                               f"model's group is '{group.name}'; build the action with the "
                               "same group")
+        if not isinstance(mask, ChannelMask):
+            raise ConfigError(f"the mask must be a groupact.latent.ChannelMask (a trainer calls "
+                              f"its hooks); got {type(mask).__name__}")
         self.group, self.mask, self.action = group, mask, action
         self.latent_shape = tuple(latent_shape) if latent_shape is not None else None
         if self.latent_shape is not None:
@@ -135,6 +141,20 @@ class GroupActionAutoencoder(nn.Module):
         if bool(keep.any()):
             parts.append(self.action.invariants(z[:, keep]))
         return torch.cat(parts, 1)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]] | Iterator[nn.Parameter]:
+        """The optimiser's parameter groups at base rate ``lr``: the parameters as one group, or,
+        when the mask or the action declares its own ``lr_scale``, the rest first and then that
+        part's parameters at ``lr × lr_scale`` (the mask before the action)."""
+        parts = [(self.mask, getattr(self.mask, "lr_scale", 1.0)),
+                 (self.action, getattr(self.action, "lr_scale", 1.0))]
+        scaled = [(list(part.parameters()), s) for part, s in parts
+                  if s != 1.0 and any(True for _ in part.parameters())]
+        if not scaled:
+            return self.parameters()
+        taken = {id(p) for params, _ in scaled for p in params}
+        rest = [p for p in self.parameters() if id(p) not in taken]
+        return [{"params": rest}] + [{"params": params, "lr": lr * s} for params, s in scaled]
 
     @torch.no_grad()
     def transform(self, x: Tensor, g: Tensor) -> Tensor:

@@ -133,8 +133,8 @@ def make_figures(model, source, splits, pairs, cfg, fig_dir: Path, run_dir: Path
     p = fig_dir / "training_curves.png"
     figures.training_curves(history, p, f"{name}: training")
     written.append(p.name)
-    if cfg.model.mask.kind == "ald":
+    if any(True for _ in model.mask.parameters()):   # a learned mask: how it moved
         p = fig_dir / "mask.png"
-        figures.mask_over_epochs(history, cfg.model.mask.tau, p, f"{name}: the learned mask")
+        figures.mask_over_epochs(history, model.mask.tau, p, f"{name}: the learned mask")
         written.append(p.name)
     return written

@@ -49,6 +49,8 @@ class LatentAction(nn.Module):
     #: True when the action resamples a grid (its homomorphism laws then hold only on smooth
     #: latents, to interpolation tolerances)
     resamples: bool = False
+    #: the action's parameters (a learned ρ_θ) train at train.lr × this (``model.action.lr_scale``)
+    lr_scale: float = 1.0
 
     def __init__(self, group: Group):
         super().__init__()
@@ -199,7 +201,10 @@ ACTIONS.register("affine", AffineAction, "a·z + b on every entry: the contrast 
 
 def build_action(kind: str, group: Group, section: Any = None) -> LatentAction:
     """The latent action ``model.action.kind`` names, for ``group``, with the parameters it reads
-    from the config's ``model.action`` section (one it does not read, set, is an error)."""
+    from the config's ``model.action`` section (one it does not read, set, is an error) and the
+    section's ``lr_scale``, which every action takes."""
     if section is None:
         return ACTIONS.entry(kind).factory(group)
-    return ACTIONS.build_from(kind, section, skip=("kind", "lr_scale"), group=group)
+    action = ACTIONS.build_from(kind, section, skip=("kind", "lr_scale"), group=group)
+    action.lr_scale = float(section.lr_scale)
+    return action

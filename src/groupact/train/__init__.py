@@ -1,7 +1,7 @@
 """Training: the loop (:mod:`~groupact.train.trainer`), the run folder's safety
-(:mod:`~groupact.train.folder`), resuming (:mod:`~groupact.train.resume`), the mask's gradient
-estimators (:mod:`~groupact.train.mask_gradients`) and the one call that ties them
-(:func:`~groupact.train.run.train_run`).
+(:mod:`~groupact.train.folder`), resuming (:mod:`~groupact.train.resume`) and the one call that
+ties them (:func:`~groupact.train.run.train_run`). How the mask trains is the mask's own
+(:class:`groupact.latent.ALDMask`).
 
 A run folder (see :mod:`groupact.runs`) holds ``config.yaml``, ``data.json``, ``metrics.jsonl`` and
 ``checkpoints/{last,best}.pt``. Every file is written whole or not at all, so a run killed at any

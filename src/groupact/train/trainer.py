@@ -6,9 +6,10 @@ checkpointed position and the signals; the concerns around it live in the module
 :class:`Trainer` owns one run's data, model, optimiser and where training stands; a checkpoint
 holds the position inside the epoch (batches done, the epoch generator's state, the partial loss
 sums) and the last epoch's log record, so a resume continues at the very batch where the run
-stopped. The run folder's safety lives in :mod:`groupact.train.folder`, resuming's checks in
-:mod:`groupact.train.resume`, and the mask's gradient estimators in
-:mod:`groupact.train.mask_gradients`.
+stopped. The run folder's safety lives in :mod:`groupact.train.folder`, and resuming's checks in
+:mod:`groupact.train.resume`; the mask's own training (its estimator, exploration, freeze and
+learning rate) lives with the mask (:class:`groupact.latent.ALDMask`), which the loop calls
+through the hooks every mask has.
 """
 
 from __future__ import annotations
@@ -33,14 +34,12 @@ from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
 from groupact.evaluate.probe import check_probe_labels
 from groupact.io import append_jsonl, atomic_copy, atomic_write_json, save_checkpoint
-from groupact.latent import ALDMask
 from groupact.losses import LossWeights, check_coverage_net, get_loss, with_homomorphism
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
 from groupact.runs import RunPaths, check_net_version
 from groupact.threads import use_threads
 from groupact.train.folder import repair_run_folder
-from groupact.train.mask_gradients import flip_gradient, freeze_mask
 
 #: fields of a metrics.jsonl record that measure wall-clock time; all others are deterministic
 TIMING_KEYS = ("seconds", "pairs_per_s")
@@ -109,7 +108,7 @@ class Trainer:
         if cfg.model.init_output_bias:
             init_output_bias(self.model.decoder, float(self.splits.train.images.float().mean()))
         self.comm.broadcast_params(self.model)
-        self.opt = torch.optim.Adam(self._param_groups(), lr=cfg.train.lr)
+        self.opt = torch.optim.Adam(self.model.param_groups(cfg.train.lr), lr=cfg.train.lr)
         self.steps_per_epoch = math.ceil(len(self.splits.train) / cfg.train.batch_size)
         self.sched = self._scheduler()
         self.loss_fn = get_loss(cfg.loss.kind)
@@ -143,20 +142,6 @@ class Trainer:
                 ts.labels = ts.labels.to(self.device)
         self.val = fixed_pairs(self.source, self.splits.val, cfg.train.val_pairs,
                                cfg.eval.seed + 1, non_identity=False, device=self.device)
-
-    def _param_groups(self):
-        """One group, or one per part with its own rate: the mask logits at lr ×
-        model.mask.lr_scale, a learned action's ρ_θ at lr × model.action.lr_scale."""
-        scales = [(self.model.mask, self.cfg.model.mask.lr_scale),
-                  (self.model.action, self.cfg.model.action.lr_scale)]
-        scaled = [(list(part.parameters()), s) for part, s in scales
-                  if s != 1.0 and any(True for _ in part.parameters())]
-        if not scaled:
-            return self.model.parameters()
-        taken = {id(p) for params, _ in scaled for p in params}
-        rest = [p for p in self.model.parameters() if id(p) not in taken]
-        return [{"params": rest}] + [{"params": params, "lr": self.cfg.train.lr * s}
-                                     for params, s in scaled]
 
     def _scheduler(self):
         t = self.cfg.train
@@ -272,14 +257,8 @@ class Trainer:
         # so that every rank takes part in the same collectives with the same shapes
         local = slice_pairs(batch, start, stop) if stop > start else slice_pairs(batch, 0, 1)
         mask = self.model.mask
-        exploring = isinstance(mask, ALDMask) and self.epoch < self.cfg.model.mask.sample_epochs
-        if exploring:   # one Bernoulli(σ(α)) mask for this step, from the epoch's generator
-            mask.draw = torch.rand(mask.channels, generator=self._gen)
-        try:
+        with mask.step(self.epoch, self._gen):   # ALD: its exploration epochs draw a mask here
             loss, parts = self.loss_fn(self.model, local, self.weights)
-        finally:
-            if exploring:
-                mask.draw = None
         stats = {"loss": float(loss.detach()), **parts}
         stop_now = self._stop_signal is not None
         if self.comm.distributed:
@@ -294,12 +273,8 @@ class Trainer:
                            self.step + 1)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.model.mask.estimator == "flip" and isinstance(self.model.mask, ALDMask) \
-                and not exploring:
-            flip_gradient(self.model, local, self._gen)
+        mask.set_gradient(self.model, local, self.epoch, self._gen)   # ALD: flip, freeze
         self.comm.all_reduce_grads(self.model.parameters())
-        if self.epoch < self.cfg.model.mask.freeze_epochs:
-            freeze_mask(self.model)
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
