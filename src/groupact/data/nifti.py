@@ -2,8 +2,8 @@
 
 :func:`read_nifti` gives (D, H, W) = (I→S, A→P, L→R) arrays — RAS reoriented, so
 ``vol[d]`` is an axial slice with the front of the head at the top — and the voxel sizes in that
-order; :func:`resample_volumes` brings volumes to a grid. nibabel is optional
-(``groupact[medical]``); :func:`import_nibabel` says how to get it.
+order; :func:`resample_volumes` brings volumes to a grid. nibabel comes with
+the ``mri`` extra; :func:`import_nibabel` says so when it is missing.
 """
 
 from __future__ import annotations
@@ -18,17 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from groupact.errors import DataError
+from groupact.extras import need
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def import_nibabel():
-    try:
-        import nibabel
-    except ImportError:
-        raise DataError("reading NIfTI volumes needs nibabel; pip install nibabel "
-                        "(or groupact[medical])") from None
-    return nibabel
+    """nibabel, or a one-line error naming the ``mri`` extra."""
+    return need("nibabel", "mri", "reading NIfTI volumes")
 
 
 def read_nifti_ras(nib, f: Path, dtype=None) -> tuple[np.ndarray, tuple[float, float, float]]:

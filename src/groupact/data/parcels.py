@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from groupact.data.base import Splits, TensorSet, split_indices
 from groupact.data.cache import cached
 from groupact.data.nifti import NIFTI_SUFFIXES, import_nibabel, read_nifti_ras
 from groupact.errors import DataError
+from groupact.extras import need
 
 NAME = "brain-parcels"
 DEBIAN_PACKAGE = "mricron-data"
@@ -89,6 +89,7 @@ def largest_pieces(labels: np.ndarray) -> np.ndarray:
             other = np.roll(labels, step, axis)
             border |= fg & (other > 0) & (other != labels)
     core = fg & ~border
+    ndimage = need("scipy.ndimage", "mri", "data.kind=parcels3d")
     pieces, n = ndimage.label(core)
     if n == 0:
         return labels

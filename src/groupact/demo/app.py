@@ -25,6 +25,7 @@ from groupact.data import TransformPairs, build_pair_source, load_data
 from groupact.errors import DataError, GroupactError
 from groupact.evaluate.figures import to_display
 from groupact.evaluate.views3d import looks_binary, whole_volume_views
+from groupact.extras import need, require
 from groupact.groups import SO2, SO3, Contrast, CyclicShifts, Group
 from groupact.runs import LoadedRun, load_run
 from groupact.transform import encode_png, parse_element, read_batch
@@ -45,6 +46,9 @@ REQUEST_KEYS = {"example": int, "swap": int, "element": int, "g": str, "upload":
                 "swap_upload": str}
 #: the longest ``g`` text a request may send
 MAX_G_TEXT = 200
+
+#: what needs matplotlib (the 'demo' extra), for the one-line error when it is missing
+DEMO_NEED = "groupact demo"
 
 VARIANT_RGB = (0.84, 0.15, 0.16)    # matplotlib's tab:red, as the figures colour z_v
 INVARIANT_RGB = (0.12, 0.47, 0.71)  # tab:blue, z_i
@@ -97,8 +101,7 @@ def latent_panel(z: Tensor, mask: Tensor, side: int = 28) -> np.ndarray:
     """One latent (C, *fibre) as an RGB picture: a tile per channel, bordered red (z_v, moved)
     or blue (z_i, kept). Spatial fibres show |z| over positions (the middle slice of a volume),
     vector fibres the fibre's norm as a filled bar (tiles scaled to the largest norm)."""
-    from matplotlib import colormaps
-
+    colormaps = need("matplotlib", "demo", DEMO_NEED).colormaps
     z = z.detach().float().cpu()
     c = z.shape[0]
     if z.dim() >= 3:                               # spatial: (C, H, W) or (C, D, H, W)
@@ -195,6 +198,7 @@ class DemoApp:
         from the run's own test split (loaded as training loads it, cached after the first;
         shown as the model sees them: with blocked MNIST's block, a plane on its sky);
         ``trust_code`` as in :func:`~groupact.runs.load_run`."""
+        require("matplotlib", "demo", DEMO_NEED)   # before minutes of loading, not after
         run = load_run(run_dir, trust_code=trust_code)
         note, targets, occluded = "", None, bool(run.cfg.data.block_prob > 0)
         if examples is not None:

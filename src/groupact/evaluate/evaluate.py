@@ -15,15 +15,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from groupact.config import SELECT_KEYS
+from groupact.config import SELECT_KEYS, EvalConfig
 from groupact.data import batches, build_pair_source, fixed_pairs, load_data
 from groupact.distributed import resolve_device
 from groupact.errors import CheckpointError, GroupactError
+from groupact.evaluate.figures import FIGURES_NEED
 from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, region_psnr, ssim
-from groupact.evaluate.probe import ProbeSettings, check_probe_labels, probes, untrained_copy
+from groupact.evaluate.probe import PROBES_NEED, ProbeSettings, check_probe_labels, probes, \
+    untrained_copy
 from groupact.evaluate.report import read_history
 from groupact.evaluate.run_figures import make_figures
 from groupact.evaluate.views3d import looks_binary
+from groupact.extras import require
 from groupact.io import atomic_write_json, atomic_write_text, folder_built_aside, refuse_symlink
 from groupact.model import GroupActionAutoencoder
 from groupact.runs import claim_eval_folder, load_run
@@ -158,6 +161,17 @@ def mask_stats(model: GroupActionAutoencoder, run_dir: Path) -> dict[str, Any]:
             "mask_flips_during_training": flips}
 
 
+def check_eval_extras(e: EvalConfig, figures_on: bool | None = None,
+                      probes_on: bool | None = None) -> None:
+    """The libraries the evaluation will import, checked before any work (and before training,
+    when an evaluation follows it), so a missing 'eval' extra is one line now, not a traceback
+    after the training."""
+    if e.probes if probes_on is None else probes_on:
+        require("sklearn", "eval", *PROBES_NEED)
+    if e.figures if figures_on is None else figures_on:
+        require("matplotlib", "eval", *FIGURES_NEED)
+
+
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
                  device: str = "cpu", log: Callable[[str], None] = print,
                  figures_on: bool | None = None,
@@ -186,6 +200,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None,
             raise GroupactError(f"--pairs takes 1 or more; got {n_pairs}")
         run.cfg = dataclasses.replace(run.cfg, eval=dataclasses.replace(run.cfg.eval,
                                                                          n_pairs=n_pairs))
+    check_eval_extras(run.cfg.eval, figures_on, probes_on)
     quick = n_pairs is not None or probes_on is False
     out = Path(out_dir) if out_dir else run.paths.root / (
         "eval-heldout" if heldout else "eval-quick" if quick else "eval")

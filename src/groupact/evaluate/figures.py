@@ -10,17 +10,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from groupact.evaluate.views3d import whole_volume_views
+from groupact.extras import need
 from groupact.io import atomic_save_figure
+
+#: what needs matplotlib (the 'eval' extra) and how to do without, for the one-line error
+FIGURES_NEED = ("drawing the evaluation's figures",
+                "without them: eval.figures=false, or evaluate --no-figures")
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
     """(figure, axes) on matplotlib's object-oriented API: no pyplot, so drawing here neither
     switches the backend of the caller's process nor keeps figures alive in pyplot's registry."""
-    fig = Figure(figsize=figsize)
+    figure = need("matplotlib.figure", "eval", *FIGURES_NEED)
+    fig = figure.Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols, **kw)
 
 

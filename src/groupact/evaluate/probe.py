@@ -22,9 +22,14 @@ from groupact.build import model_from_config
 from groupact.data import TransformPairs
 from groupact.errors import DataError, GroupactError
 from groupact.evaluate.metrics import EVAL_BATCH, encode_all
+from groupact.extras import need
 from groupact.model import GroupActionAutoencoder
 from groupact.strict import shown
 from groupact.threads import pool_limits
+
+#: what needs scikit-learn (the 'eval' extra) and how to do without, for the one-line error
+PROBES_NEED = ("evaluating with linear probes",
+               "without them: eval.probes=false, or evaluate --no-probes")
 
 
 @dataclasses.dataclass
@@ -144,8 +149,8 @@ def fit_sklearn_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarra
 
     The features are reduced once for all C (:func:`probe_features`); the fits run on torch's
     thread count (:func:`groupact.threads.pool_limits`), never a pool of their own."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+    ConvergenceWarning = need("sklearn.exceptions", "eval", *PROBES_NEED).ConvergenceWarning
+    LogisticRegression = need("sklearn.linear_model", "eval", *PROBES_NEED).LogisticRegression
 
     # standardised in float64, fitted in float32 (1.5x faster, the same fits to the tolerance)
     tr, va, te = probe_features(train_x, val_x, test_x)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from groupact.data.render import render
+from groupact.extras import need
 
 
 def looks_binary(x: Tensor) -> bool:
@@ -51,8 +52,8 @@ def surface_mesh(volume: np.ndarray, level: float = 0.5) -> tuple[Tensor, Tensor
     """Marching cubes of one (D, H, W) volume at ``level``, vertices in the camera convention
     above scaled so the volume's inscribed ball is the unit ball (what turns stays in view; the
     cube's corners, which a turn crops anyway, may leave it); None when nothing crosses."""
-    from skimage.measure import marching_cubes
-
+    marching_cubes = need("skimage.measure", "eval",
+                          "isosurfaces of binary volumes (figures)").marching_cubes
     if not (volume.min() < level < volume.max()):
         return None
     verts, faces, _, _ = marching_cubes(np.pad(volume, 1), level=level)

@@ -4,7 +4,6 @@ smooth ventricle-enlargement field the synthetic population is made with."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,11 @@ from torch import Tensor
 from groupact.data.brains_real import ball_cube
 from groupact.data.nifti import import_nibabel
 from groupact.errors import DataError
+from groupact.extras import need, package_dir
+
+#: what the template's users are, for the one-line error when the 'mri' extra is missing
+MNI152_SYNTHETIC = ("making the mni152-synthetic brains (data.kind=brain3d or brain2d without "
+                    "data.path)")
 
 
 TEMPLATE_FILES = {
@@ -28,11 +32,7 @@ _FIELD_RES = 64          # grid on which the ventricle-enlargement field is stor
 
 def template_dir() -> Path:
     """The folder inside the installed nilearn package that holds the MNI152 2009a maps."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the mni152-synthetic brain data is made from the MNI152 template shipped "
-                        "with nilearn; pip install nilearn (or groupact[medical])")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    folder = package_dir("nilearn", "mri", MNI152_SYNTHETIC) / "datasets" / "data"
     missing = [n for n in TEMPLATE_FILES.values() if not (folder / n).exists()]
     if missing:
         raise DataError(f"{folder} lacks {missing[0]}; reinstall nilearn (pip install --force-reinstall "
@@ -43,8 +43,7 @@ def template_dir() -> Path:
 @functools.lru_cache(maxsize=1)
 def template_full() -> dict[str, Any]:
     """Full-resolution (1 mm) cube arrays: T1 and the lateral-ventricle mask (cached in memory)."""
-    from scipy import ndimage
-
+    ndimage = need("scipy.ndimage", "mri", MNI152_SYNTHETIC)
     nib = import_nibabel()
     folder = template_dir()
     vol = {k: np.asarray(nib.load(str(folder / f)).dataobj) for k, f in TEMPLATE_FILES.items()}
@@ -102,8 +101,7 @@ def enlarge_field(smooth_mm: float) -> Tensor:
     q = p + a·field(p) samples ventricle from just outside it, so the ventricles grow by about a mm
     in every direction (a < 0 shrinks them).
     """
-    from scipy import ndimage
-
+    ndimage = need("scipy.ndimage", "mri", MNI152_SYNTHETIC)
     full = template_full()
     vent = F.interpolate(torch.from_numpy(full["vent"])[None, None], size=(_FIELD_RES,) * 3,
                          mode="area")[0, 0].numpy()
