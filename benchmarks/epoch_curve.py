@@ -1,4 +1,4 @@
-"""Shared by collapse.py and recipe_search.py: train a Trainer epoch by epoch, tracking test PSNR."""
+"""For recipe_search.py: train a Trainer epoch by epoch, tracking test PSNR."""
 
 from __future__ import annotations
 

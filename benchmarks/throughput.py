@@ -139,9 +139,9 @@ def analytic_c4_flops() -> dict:
     # grad, which is not needed) + the target's encoder under no_grad
     conv1_in_grad = 2 * 32 * 14 * 14 * 16
     paper = 3 * fwd - conv1_in_grad + 2 * enc
-    naive = paper + 2 * dec  # the naive target branch also runs the decoder
+    decoded = paper + 2 * dec  # a full target pass (the published script's structure) decodes too
     return {"encoder_fwd": 2 * enc, "decoder_fwd": 2 * dec, "forward": fwd,
-            "train_pair_groupact": paper, "train_pair_naive": naive}
+            "train_pair_groupact": paper, "train_pair_target_decoded": decoded}
 
 
 def section_flops(args, out):
@@ -149,26 +149,25 @@ def section_flops(args, out):
     gen = torch.Generator().manual_seed(0)
     b = tr.source.pairs(tr.splits.train, torch.arange(64), gen)
     counted = counted_flops(tr.model, b, tr.loss_fn, tr.weights) / 64
-    sys.path.insert(0, str(HERE))
-    import naive_reference as nr
-    m = nr.NaiveModel()
-    with FlopCounterMode(display=False) as fc:
-        loss, _ = nr.naive_loss(m, b.x1, b.x2, b.g)
-        loss.backward()
-    naive = fc.get_total_flops() / 64
+    with torch.no_grad():
+        z2 = tr.model.encode(b.x2)
+        with FlopCounterMode(display=False) as fc:
+            tr.model.decode(z2)
+    decoded = counted + fc.get_total_flops() / 64    # the target's decoder pass as well
     with FlopCounterMode(display=False) as fc:
         with torch.no_grad():
             tr.model(b.x1, b.g)
     fwd = fc.get_total_flops() / 64
     ana = analytic_c4_flops()
-    out["flops"] = {"counted_train_pair_groupact": counted, "counted_train_pair_naive": naive,
+    out["flops"] = {"counted_train_pair_groupact": counted,
+                    "counted_train_pair_target_decoded": decoded,
                     "counted_forward_pair": fwd, "analytic": ana}
     table(["quantity", "FlopCounterMode (MFLOP/pair)", "analytic (MFLOP/pair)"], [
         ["forward D(Φ(E(x)))", f"{fwd / 1e6:.2f}", f"{ana['forward'] / 1e6:.2f}"],
         ["groupact training pair (fwd+bwd, target encoder only)", f"{counted / 1e6:.2f}",
          f"{ana['train_pair_groupact'] / 1e6:.2f}"],
-        ["naive training pair (target encoder + decoder)", f"{naive / 1e6:.2f}",
-         f"{ana['train_pair_naive'] / 1e6:.2f}"]])
+        ["the same with the target decoded too (the published script's structure)",
+         f"{decoded / 1e6:.2f}", f"{ana['train_pair_target_decoded'] / 1e6:.2f}"]])
 
 
 def flop_per_pair(out) -> float:

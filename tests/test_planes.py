@@ -291,16 +291,12 @@ def test_the_default_planes_cover_every_family_in_test():
     assert len(set(labels[old.numpy()].tolist())) < len(FAMILIES)  # what the stratification fixes
 
 
-def test_runs_trained_on_the_old_random_cut_keep_their_split(tmp_path):
-    """`data.stratify: false` gives 0.4.0's plane split back; a run folder written before the key
-    existed reads as false (so it evaluates and resumes on its own data), while `reproduce` sees
-    it differs from the plan's (so it is not reused as a stratified run). Other kinds are left."""
+def test_stratify_false_is_the_plain_random_cut():
+    """`data.stratify: false` cuts the planes at random (groupact 0.4.0's split)."""
     import dataclasses
-    import yaml
-    from groupact.config import Config, DataConfig
+    from groupact.config import DataConfig
     from groupact.data import load_data
     from groupact.data.planes.splits import _cut
-    from groupact.runs import read_run_config, with_defaults, config_differences
     cfg = DataConfig(kind="planes", n_items=SMALL["n_planes"], n_poses=SMALL["n_poses"],
                      size=SMALL["size"])
     old = load_data(dataclasses.replace(cfg, stratify=False))
@@ -308,21 +304,6 @@ def test_runs_trained_on_the_old_random_cut_keep_their_split(tmp_path):
     assert sorted(set(old.test.extras["object"].tolist())) == te.tolist()
     assert old.info["plane_split"] == "random"
     assert load_data(cfg).info["plane_split"] == "stratified by class"
-    for kind, legacy in (("planes", False), ("planes-debian", False), ("mnist5k", True)):
-        saved = Config().to_dict()
-        saved["data"]["kind"] = kind
-        del saved["data"]["stratify"]                        # a 0.4.0 config.yaml
-        run = tmp_path / kind
-        run.mkdir()
-        (run / "config.yaml").write_text(yaml.safe_dump(saved))
-        assert read_run_config(run).data.stratify is legacy
-        planned = Config().to_dict()
-        planned["data"]["kind"] = kind
-        diffs = [d[0] for d in config_differences(with_defaults(saved), planned)]
-        assert diffs == ([] if legacy else ["data.stratify"])
-        saved["data"]["stratify"] = True                     # written by 0.4.1: as it says
-        (run / "config.yaml").write_text(yaml.safe_dump(saved))
-        assert read_run_config(run).data.stratify is True
 
 
 def test_pose_pairs(splits):

@@ -35,7 +35,6 @@ Readout = Literal["invariant", "z", "zi", "zv"]
 Schedule = Literal["constant", "onecycle"]
 Select = Literal["val_loss", "val_recon"]
 ActionInit = Literal["fixed", "random"]
-ProbeSolver = Literal["sklearn", "lbfgs"]
 #: train.select: the validation number whose lowest value picks best.pt → how reports name it
 SELECT_KEYS = {"val_loss": "validation loss", "val_recon": "validation reconstruction error"}
 
@@ -155,14 +154,10 @@ class EvalConfig:
     seed: int = 1234               # test pairs are fixed by this seed: every method sees the same
     n_pairs: int | None = None     # test pairs (None: one per test image)
     # the linear probes: scikit-learn's LogisticRegression fitted to convergence for every C of
-    # probe_c, the C with the best validation accuracy kept (docs/PROTOCOL.md); "lbfgs" is the
-    # probe of groupact 0.3 (a fixed number of torch L-BFGS steps at one L2 weight)
-    probe: ProbeSolver = "sklearn"
+    # probe_c, the C with the best validation accuracy kept (docs/PROTOCOL.md)
     probe_c: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     probe_max_iter: int = 2000     # sklearn: lbfgs iterations a fit may take before it counts
     #                                as not converged (metrics.json: probes_converged)
-    probe_steps: int = 100         # probe=lbfgs: L-BFGS iterations
-    probe_l2: float = 1e-3         # probe=lbfgs: L2 weight
     probe_items: int | None = None  # probes train/test on at most this many items each (seeded)
     probes: bool = True            # the linear probes (most of an evaluation's time on big latents)
     orbit_probes: bool = True      # the orbit-pooled baselines (|H| encoder passes per image)
@@ -279,12 +274,10 @@ def check_ranges(cfg: Config) -> None:
          f"or more; got {lo.recon}, {lo.inv}, {lo.const}"),
         (e.n_pairs is None or e.n_pairs >= 1, f"eval.n_pairs must be 1 or more (or null); got "
          f"{e.n_pairs}"),
-        (e.probe_steps >= 0, f"eval.probe_steps must be 0 or more; got {e.probe_steps}"),
         (len(e.probe_c) >= 1 and all(c > 0 for c in e.probe_c),
          f"eval.probe_c must list one or more positive C values; got {shown(e.probe_c)}"),
         (e.probe_max_iter >= 1, f"eval.probe_max_iter must be 1 or more; got "
          f"{e.probe_max_iter}"),
-        (e.probe_l2 >= 0.0, f"eval.probe_l2 must be 0 or more; got {e.probe_l2}"),
     ]
     for ok, message in checks:
         if not ok:

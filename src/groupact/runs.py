@@ -165,24 +165,24 @@ def latest_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
     return taken[-1]
 
 
-#: keys added with a default that changed what a run does, as (section, key, data kinds it matters
-#: for, the value a run trained before the key existed had): a saved config without the key reads
-#: as that value, so an older run still finds its data and `reproduce` sees it differs
-LEGACY_VALUES: tuple[tuple[str, str, frozenset[str], Any], ...] = (
-    ("data", "stratify", frozenset({"planes", "planes-debian"}), False),  # 0.4.1
+#: keys a saved config may hold that no longer exist, dropped when it is read. Kept because
+#: every run folder and checkpoint written before 0.5 holds them (pretrained/ among them): they
+#: chose the L-BFGS probe of groupact 0.3, removed in 0.5, and train nothing.
+RETIRED_KEYS: tuple[tuple[str, str], ...] = (
+    ("eval", "probe"), ("eval", "probe_steps"), ("eval", "probe_l2"),
 )
 
 
 def saved_config(saved: Any) -> Config:
-    """The Config of a dict a run saved (its config.yaml or a checkpoint's ``config``), keys added
-    since it was written filled in: by :data:`LEGACY_VALUES` where the default changed what a run
-    does, by their defaults otherwise. Every reader of a saved config goes through here."""
+    """The Config of a dict a run saved (its config.yaml or a checkpoint's ``config``): keys added
+    since it was written filled in by their defaults, :data:`RETIRED_KEYS` dropped. Every reader
+    of a saved config goes through here."""
     if isinstance(saved, dict):
         saved = dict(saved)
-        for section, key, kinds, value in LEGACY_VALUES:
+        for section, key in RETIRED_KEYS:
             part = saved.get(section)
-            if isinstance(part, dict) and key not in part and part.get("kind") in kinds:
-                saved[section] = {**part, key: value}
+            if isinstance(part, dict) and key in part:
+                saved[section] = {k: v for k, v in part.items() if k != key}
     return from_dict(Config, saved)
 
 
@@ -220,9 +220,8 @@ def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config dict with keys added since it was written filled in by their defaults.
 
-    So a run trained before a new key existed still matches its own config.yaml (a key whose
-    default changed behaviour reads as the old value, :data:`LEGACY_VALUES`); a dict that no longer
-    parses is returned as it is (the comparison then names the keys).
+    So a run trained before a new key existed still matches its own config.yaml; a dict that no
+    longer parses is returned as it is (the comparison then names the keys).
     """
     try:
         return saved_config(config).to_dict()
@@ -238,18 +237,10 @@ def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, 
 
 def check_net_version(state: dict[str, Any], model: GroupActionAutoencoder,
                       ckpt_path: Path) -> None:
-    """Refuse weights trained for another pixel range than the net now has.
-
-    groupact ≤ 0.1 called its sigmoid variant of the authors' MNIST net `authors-mnist`; that name
-    now means the published net (Tanh on [−1, 1]) with the same parameter shapes, so old weights
-    would load and decode nonsense. Checkpoints since 0.2 record the range.
-    """
+    """Refuse weights trained for another pixel range than the net now has (nets of the same
+    parameter shapes would load them and decode nonsense); checkpoints record the range."""
     saved = state.get("pixel_range")
     net = (state.get("config") or {}).get("model", {}).get("net")
-    if saved is None and net == "authors-mnist":
-        raise CheckpointError(f"{ckpt_path} was trained with groupact 0.1's 'authors-mnist', now "
-                              "called 'authors-mnist-sigmoid': set model.net: "
-                              "authors-mnist-sigmoid in the run's config.yaml")
     if saved is not None and tuple(saved) != tuple(model.pixel_range):
         raise CheckpointError(f"{ckpt_path} was trained on pixels in {tuple(saved)} but "
                               f"model.net={net!r} works in {model.pixel_range}")

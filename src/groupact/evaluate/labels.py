@@ -20,8 +20,9 @@ TITLES = {
     "orbit_pool_passes": "passes (orbit-pooled)", "probes_solver": "probe fit",
 }
 
-#: how each ``eval.probe`` solver is named in a table (docs/PROTOCOL.md); runs evaluated before
-#: groupact 0.4 wrote no probes_solver and used the L-BFGS probe
+#: how the probe that evaluated a ledger row is named in a table (metrics.json's probes_solver).
+#: Kept for the rows of a ledger evaluated before 0.4, which hold none and used the L-BFGS probe
+#: of groupact 0.3 (removed in 0.5): tables made from such a ledger still say which probe it was.
 PROBE_SOLVERS = {"sklearn": "sklearn, C on val", "lbfgs": "L-BFGS, fixed steps"}
 
 #: how a metric is printed (a format spec); others: 2 decimals for PSNRs, else 3

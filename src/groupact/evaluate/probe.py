@@ -3,9 +3,7 @@ the probe protocol of an evaluation (turned and upright training views, orbit-po
 
 The probe is scikit-learn's LogisticRegression (multinomial, lbfgs) on standardised features,
 fitted to convergence for each C of a grid and kept at the C with the best validation accuracy:
-what readers of a probe column expect. :func:`fit_linear_probe` (a fixed number of torch L-BFGS
-steps at one L2 weight) is groupact 0.3's probe, kept as ``eval.probe=lbfgs`` so older tables
-can be compared like for like.
+what readers of a probe column expect.
 """
 
 from __future__ import annotations
@@ -171,43 +169,15 @@ def fit_sklearn_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarra
     return ProbeFit(best[2], best[1], converged)
 
 
-def fit_linear_probe(x: Tensor, y: Tensor, n_classes: int, steps: int = 100,
-                     l2: float = 1e-3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Multinomial logistic regression on standardised features, full-batch L-BFGS (float32).
-
-    Returns (weight, bias, mean, std) so the same standardisation is applied to test features.
-    """
-    x = x.float()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    xs = (x - mean) / std
-    w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=steps, history_size=10,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xs @ w + b, y) + l2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach(), b.detach(), mean, std
-
-
 @dataclasses.dataclass(frozen=True)
 class ProbeSettings:
-    """How the probes are fitted (``eval.probe*``, docs/PROTOCOL.md)."""
-    solver: str = "sklearn"                 # "sklearn" | "lbfgs" (groupact 0.3)
+    """How the probes are fitted (``eval.probe_c``, ``eval.probe_max_iter``, docs/PROTOCOL.md)."""
     c_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     max_iter: int = 2000
-    steps: int = 100                        # lbfgs only
-    l2: float = 1e-3                        # lbfgs only
 
     @classmethod
     def from_eval(cls, e) -> "ProbeSettings":
-        return cls(e.probe, tuple(e.probe_c), e.probe_max_iter, e.probe_steps, e.probe_l2)
+        return cls(tuple(e.probe_c), e.probe_max_iter)
 
 
 def check_probe_labels(splits) -> None:
@@ -230,17 +200,11 @@ def probe_accuracy(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tenso
                    test_x: Tensor, test_y: Tensor,
                    settings: ProbeSettings = ProbeSettings()) -> ProbeFit | None:
     """Test accuracy of a linear probe trained on (train_x, train_y), its C chosen on
-    (val_x, val_y) (the lbfgs probe ignores them); None for empty features, and for training
+    (val_x, val_y); None for empty features, and for training
     labels of one class (nothing to tell apart: the "probe" would be a constant, its accuracy
     the class's share of the test labels, not a property of the features)."""
     if train_x.shape[1] == 0 or torch.unique(train_y).numel() < 2:
         return None
-    if settings.solver == "lbfgs":
-        n_classes = int(max(train_y.max(), test_y.max())) + 1
-        w, b, mean, std = fit_linear_probe(train_x.cpu(), train_y.cpu(), n_classes,
-                                           settings.steps, settings.l2)
-        logits = ((test_x.cpu().float() - mean) / std) @ w + b
-        return ProbeFit(float((logits.argmax(1) == test_y.cpu()).double().mean()), None, True)
     ytr = train_y.cpu().numpy()
     # fit_sklearn_probe standardises in float64 itself: no float64 copy here as well
     return fit_sklearn_probe(train_x.cpu().numpy(), ytr, val_x.cpu().numpy(), val_y.cpu().numpy(),
@@ -375,9 +339,8 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int,
     view_sets = {"turned_train": turned(train, tr_idx, seed),
                  "upright_train": upright(train, tr_idx),
                  "turned_test": turned(splits.test, te_idx, seed + 1)}
-    if settings.solver == "sklearn":
-        view_sets["turned_val"] = turned(val, va_idx, seed + 2)
-        view_sets["upright_val"] = upright(val, va_idx)
+    view_sets["turned_val"] = turned(val, va_idx, seed + 2)
+    view_sets["upright_val"] = upright(val, va_idx)
     pool_over = None
     if orbit and isinstance(source, TransformPairs):  # rendered data has no T_h of one image
         try:
@@ -447,9 +410,8 @@ def probes(model: GroupActionAutoencoder, source, splits, seed: int,
         out["orbit_pool_passes"] = int(pool_over.shape[0])   # encoder passes per image
     out["probe_chance"] = float(torch.bincount(y_te.cpu()).max()) / len(y_te)
     # not "probe_…": the tables make a column of every numeric probe_ key
-    out["probes_solver"] = settings.solver
+    out["probes_solver"] = "sklearn"
     out["probes_items"] = {"train": len(tr_idx), "val": len(va_idx), "test": len(te_idx)}
-    if settings.solver == "sklearn":
-        out["probes_c"] = chosen
-        out["probes_converged"] = converged
+    out["probes_c"] = chosen
+    out["probes_converged"] = converged
     return out

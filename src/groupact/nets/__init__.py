@@ -99,7 +99,8 @@ def _authors_mnist(spec: NetSpec):
 
 def _authors_mnist_sigmoid(spec: NetSpec):
     """groupact's earlier variant of the authors' net: no LeakyReLU on the latent, a sigmoid on
-    [0, 1] pixels. Kept to compare against (it converges slower, docs/RESULTS.md)."""
+    [0, 1] pixels. Kept for the reproduce plan's net-sigmoid ablation (it converges slower,
+    docs/RESULTS.md), its only use."""
     c = _mnist_side(spec, "authors-mnist-sigmoid")
     return conv_encoder(2, c, (32,), 64), conv_decoder(2, c, (32,), 64)
 
@@ -389,8 +390,8 @@ def init_output_bias(decoder: nn.Module, mean: float) -> None:
     at the output squashing's inverse of it (logit for a sigmoid, atanh(2·mean − 1) for Tanh).
 
     A sigmoid decoder that starts at 0.5 on mostly black data first learns to output black
-    everywhere, a flat minimum some runs never leave (benchmarks/collapse.py); starting at the
-    mean skips it. Needs a decoder that ends in a biased conv/linear layer and a squashing.
+    everywhere, a flat minimum some runs never leave; starting at the mean skips it. Needs a
+    decoder that ends in a biased conv/linear layer and a squashing.
     """
     modules = list(decoder.modules())
     squash = next((m for m in reversed(modules) if isinstance(m, (nn.Sigmoid, nn.Tanh))), None)

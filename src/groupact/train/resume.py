@@ -14,8 +14,8 @@ from groupact.runs import RunPaths, config_differences, read_run_config, saved_c
 #: config keys a resumed run may change: how long and where it trains, never what it learns
 RESUMABLE_KEYS = frozenset({
     "name", "description", "train.epochs", "train.device", "train.threads", "train.progress",
-    "train.checkpoint_every", "eval.n_pairs", "eval.probe", "eval.probe_c", "eval.probe_max_iter", "eval.probe_steps",
-    "eval.probe_l2", "eval.figures"})
+    "train.checkpoint_every", "eval.n_pairs", "eval.probe_c", "eval.probe_max_iter",
+    "eval.figures"})
 
 
 
