@@ -69,9 +69,11 @@ def axis_angle_to_matrix(axis: Tensor, angle: Tensor) -> Tensor:
 def rodrigues(axis: Tensor, angle: Tensor) -> Tensor:
     """(B, 3) axes and (B,) radians → (B, 3, 3) by Rodrigues' formula I + sin θ K + (1 − cos θ) K².
 
-    The same rotations as :func:`axis_angle_to_matrix`, rounded differently (≈1e-7 in float32):
-    the adrenal generator has always used this form, and keeping it keeps its shapes, and so the
-    data fingerprints of runs trained on them, bitwise the same.
+    The same rotations as :func:`axis_angle_to_matrix`, rounded differently (≈1e-7 in float32).
+    Kept because the adrenal generator has always used this form: it keeps the adrenal-synthetic
+    shapes, and so the data fingerprints of runs trained on them (pretrained/adrenal3d, the
+    adrenal rows of results/), bitwise the same: the other form changes the shapes' bytes, and
+    those runs' fingerprints would refuse their own data.
     """
     axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     k = torch.zeros(*axis.shape[:-1], 3, 3, dtype=axis.dtype, device=axis.device)
