@@ -1,5 +1,5 @@
-"""The `groupact` command: train, evaluate, transform, features, export, demo, report, reproduce,
-info.
+"""The `groupact` command: train, evaluate, transform, align, features, export, demo, report,
+reproduce, info.
 
 User mistakes (GroupactError) print one line on stderr and exit with status 2; anything else is a
 bug and keeps its traceback. (About 400 lines because it is the whole command table: each
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ from groupact.reproduce.tables import LEDGER
 from groupact.runs import RUNS_ROOT, export_run, latest_run_dir, new_run_dir
 from groupact.threads import use_threads
 from groupact.train import resume_config, signal_name, train_run
-from groupact.transform import READOUTS, features_file, transform_file
+from groupact.transform import READOUTS, align_files, features_file, transform_file
 
 EXIT_USER_ERROR = 2
 #: --trust-code's help: a run folder's own net is code, run only with the user's consent
@@ -122,6 +123,23 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--output", required=True, help="output PNG")
     x.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _threads_option(x)
+
+    al = sub.add_parser("align", help="estimate the group element between two images",
+                        description="Estimate ĝ with T_ĝ(INPUT) ≈ TARGET through the run's latent "
+                                    "(one encoder pass per image, a search over latent actions) "
+                                    "and print it in the --g syntax of `groupact transform`, "
+                                    "with its score (the relative latent residual on the variant "
+                                    "channels: 0 = exact) and the runner-up of another basin; "
+                                    "'ambiguous' when the runner-up scores within 1.5× of ĝ.")
+    al.add_argument("run_dir")
+    al.add_argument("--input", required=True, help="the image to move (PNG/JPEG or .npy)")
+    al.add_argument("--target", required=True, help="the image to move it onto, same size")
+    al.add_argument("--output", help="write T_ĝ(INPUT), the group's action on the input's "
+                                     "pixels (.png or .npy)")
+    al.add_argument("--scale", type=int, metavar="S",
+                    help="PNG output: scale up S× (default: to at least 112 pixels a side)")
+    al.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _threads_option(al)
 
     r = sub.add_parser("report", help="one Markdown table of several evaluated runs",
                        description="Tabulate RUN_DIR/eval/metrics.json of each run folder.")
@@ -281,6 +299,20 @@ def cmd_transform(args) -> int:
     return 0
 
 
+def cmd_align(args) -> int:
+    est, group = align_files(args.run_dir, args.input, args.target, args.output,
+                             scale=args.scale, trust_code=args.trust_code)
+    second = ("none (a unique optimum)" if not math.isfinite(float(est.runner_up_score[0]))
+              else f"{group.to_text(est.runner_up)[0]} score {float(est.runner_up_score[0]):.4g}")
+    print(f"g: {group.to_text(est.g)[0]}")
+    print(f"score: {float(est.score[0]):.4g}")
+    print(f"runner-up: {second}")
+    print(f"ambiguous: {'yes' if bool(est.ambiguous[0]) else 'no'}")
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
 def cmd_features(args) -> int:
     feats = features_file(args.run_dir, args.input, args.output, args.readout,
                           trust_code=args.trust_code)
@@ -393,6 +425,7 @@ def cmd_reproduce(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transform": cmd_transform,
+            "align": cmd_align,
             "report": cmd_report, "reproduce": cmd_reproduce, "features": cmd_features,
             "export": cmd_export, "demo": cmd_demo, "info": cmd_info}
 

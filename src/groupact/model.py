@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from groupact.errors import ConfigError
+from groupact.errors import ConfigError, GroupactError
 from groupact.groups import Group
 from groupact.latent import ChannelMask, LatentAction
+from groupact.latent.estimate import Estimate, estimate_latent
 
 
 class GroupActionAutoencoder(nn.Module):
@@ -155,6 +156,26 @@ class GroupActionAutoencoder(nn.Module):
         taken = {id(p) for params, _ in scaled for p in params}
         rest = [p for p in self.parameters() if id(p) not in taken]
         return [{"params": rest}] + [{"params": params, "lr": lr * s} for params, s in scaled]
+
+    @torch.no_grad()
+    def estimate_g(self, x1: Tensor, x2: Tensor, **search) -> Estimate:
+        """ĝ for each pair of images (B, C, *spatial) in [0, 1], so that T_ĝ x1 ≈ x2: the
+        element whose latent action moves z_v(x1) onto z_v(x2), with a score per pair (the
+        relative residual on the variant channels) and the runner-up of another basin, so a
+        guess or a pair the data's own symmetry leaves ambiguous is reported as such. One
+        encoder pass per image, in eval mode; how the search runs is what the group and the
+        action declare (:mod:`groupact.latent.estimate`; ``search``: its ``separation`` and
+        ``grid_size``)."""
+        if x1.shape != x2.shape:
+            raise GroupactError(f"the two images differ in shape: {tuple(x1.shape)} and "
+                                f"{tuple(x2.shape)}; give pairs of the same size")
+        was = self.training
+        self.eval()
+        try:
+            z1, z2 = self.encode(torch.cat([x1, x2])).chunk(2)
+            return estimate_latent(self.action, z1, z2, self.mask.hard(), **search)
+        finally:
+            self.train(was)
 
     @torch.no_grad()
     def transform(self, x: Tensor, g: Tensor) -> Tensor:

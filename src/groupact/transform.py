@@ -185,6 +185,45 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
     return out
 
 
+def write_images(output: Path, images: Tensor, scale: int | None = None) -> None:
+    """A (1, C, …) batch to ``output``: ``.npy`` as it is, a PNG scaled up ``scale``× (default:
+    to at least :data:`MIN_TILE` pixels a side), volumes as their central slices."""
+    if output.suffix.lower() == ".npy":
+        import io
+        buf = io.BytesIO()
+        np.save(buf, images.squeeze(0).numpy())
+        atomic_write_bytes(output, buf.getvalue())
+    else:
+        tiles = to_display(images)
+        factor = scale or max(1, math.ceil(MIN_TILE / min(tiles.shape[1:3])))
+        atomic_write_bytes(output, encode_png(labelled_strip(tiles, None, factor)))
+
+
+def align_files(run_dir: str | Path, input_path: str | Path, target_path: str | Path,
+                output: str | Path | None = None, scale: int | None = None,
+                trust_code: bool = False):
+    """Estimate ĝ with T_ĝ(input) ≈ target through the run's latent (:meth:`~groupact.model.
+    GroupActionAutoencoder.estimate_g`); with ``output``, write T_ĝ(input), the group's own
+    action on the input's pixels. Every input is checked before anything is written;
+    ``trust_code`` as in :func:`~groupact.runs.load_run`. Returns the estimate and the run's
+    group (whose ``to_text`` prints ĝ as ``--g`` takes it)."""
+    if output is not None:
+        check_output(Path(output), [Path(input_path), Path(target_path)], TRANSFORM_SUFFIXES)
+    if scale is not None and not 1 <= scale <= 32:
+        raise GroupactError(f"--scale takes a factor from 1 to 32; got {scale}")
+    for what, path in (("--input", Path(input_path)), ("--target", Path(target_path))):
+        if not path.is_file():
+            raise DataError(f"{what} {path} " + ("is a folder; give an image file"
+                                                 if path.is_dir() else "does not exist"))
+    run = load_run(run_dir, trust_code=trust_code)
+    x1 = read_input(input_path, run.input_shape)
+    x2 = read_input(target_path, run.input_shape)
+    estimate = run.model.estimate_g(x1, x2)
+    if output is not None:
+        write_images(Path(output), run.model.group.act_image(x1, estimate.g), scale)
+    return estimate, run.model.group
+
+
 #: what `features` can read off a latent z = E(x) (docs/PROTOCOL.md, the probes)
 READOUTS = typing.get_args(Readout)
 

@@ -44,6 +44,12 @@ class Group(ABC):
     #: of a group with a matrix representation fails until it is declared
     turns_coordinates: bool | None = None
 
+    # --- what the estimate of g reads (groupact.latent.estimate): a finite group is searched
+    # --- element by element; a continuous one declares a coarse grid and local moves
+    #: dimension of the tangent space a continuous group's search refines in (1 for SO(2), 3 for
+    #: SO(3)); 0: undeclared, and a continuous group then has no coarse-to-fine search
+    tangent_dim: int = 0
+
     # --- elements -------------------------------------------------------------------------
     @abstractmethod
     def identity(self, n: int, device: torch.device | str | None = None) -> Tensor:
@@ -125,6 +131,19 @@ class Group(ABC):
             raise GroupactError(f"group '{self.name}' has no finite subgroup to average over")
         return all_elements
 
+    def search_grid(self, n: int | None = None,
+                    device: torch.device | str | None = None) -> tuple[Tensor, float] | None:
+        """n elements spread evenly over a continuous group (the group's own default n when
+        None) and their covering radius in radians (every element lies about that close to one
+        of them): the coarse stage of estimating g. None: not declared (finite groups are
+        searched element by element instead)."""
+        return None
+
+    def exp_step(self, g: Tensor, v: Tensor) -> Tensor:
+        """exp(v)·g for tangent vectors v (B, :attr:`tangent_dim`) in radians: the local moves
+        with which a coarse estimate of g is refined."""
+        raise NotImplementedError(f"group '{self.name}' declares no local moves (exp_step)")
+
     # --- actions --------------------------------------------------------------------------
     @abstractmethod
     def act_image(self, x: Tensor, g: Tensor) -> Tensor:
@@ -188,6 +207,12 @@ class Group(ABC):
     @abstractmethod
     def describe(self, g: Tensor) -> list[str]:
         """Human-readable labels, one per element (for figures and logs)."""
+
+    def to_text(self, g: Tensor) -> list[str]:
+        """Each element as the command line's ``--g`` text, precise enough that :meth:`parse`
+        reads back the same element (``groupact align`` prints it); the default is
+        :meth:`describe`, for groups whose labels already are that."""
+        return self.describe(g)
 
     def check_input(self, x: Tensor) -> None:
         """Raise a GroupactError if x is not a batch this group can act on."""

@@ -141,6 +141,10 @@ class Contrast(Group):
     def describe(self, g):
         return [f"a={a:.4g},b={b + 0.0:.4g}" for a, b in g.tolist()]
 
+    def to_text(self, g):
+        """'a,b' to 7 significant digits (what ``--g`` takes)."""
+        return [f"{a:.7g},{b + 0.0:.7g}" for a, b in g.tolist()]
+
     def check_input(self, x):
         """Contrast is pointwise: images (B, C, H, W) and volumes (B, C, D, H, W) alike."""
         if x.dim() not in (4, 5):

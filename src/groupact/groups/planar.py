@@ -138,6 +138,9 @@ class SO2(Group):
     matrix_kind = "rotation"
     interpolates = True
     turns_coordinates = True
+    tangent_dim = 1
+    #: the coarse grid of the estimate of g: 5° steps, refined from there
+    search_size = 72
 
     def identity(self, n, device=None):
         return torch.zeros(n, device=device)
@@ -162,6 +165,14 @@ class SO2(Group):
         """C_8: eighth turns (exact on the latent up to bilinear resampling)."""
         return self.orbit_elements(8, device)
 
+    def search_grid(self, n=None, device=None):
+        """n equal turns; any angle lies within half a step of one."""
+        n = n or self.search_size
+        return self.orbit_elements(n, device), math.pi / n
+
+    def exp_step(self, g, v):
+        return torch.remainder(g + v[:, 0].to(g), 2 * math.pi)
+
     def angle(self, g: Tensor) -> Tensor:
         """The turn of each element in radians (the element itself), as for C_n."""
         return g.to(torch.float32)
@@ -178,6 +189,10 @@ class SO2(Group):
 
     def describe(self, g):
         return [f"{math.degrees(t):.0f}°" for t in g.tolist()]
+
+    def to_text(self, g):
+        """Degrees to 1e-3 (whole degrees in :meth:`describe` are for figures)."""
+        return [f"{round(math.degrees(t), 3) + 0.0:g}°" for t in g.tolist()]
 
 
 class CyclicShifts(Group):
@@ -273,6 +288,12 @@ class CyclicShifts(Group):
 
     def describe(self, g):
         return [f"({dy * self.unit},{dx * self.unit})px" for dy, dx in g.tolist()]
+
+    def to_text(self, g):
+        """'dy,dx' in steps of ``unit`` px (what ``--g`` takes), each the shortest way round."""
+        half = self.m // 2
+        signed = lambda k: k - self.m if k > half else k  # noqa: E731
+        return [f"{signed(dy)},{signed(dx)}" for dy, dx in g.tolist()]
 
     def __repr__(self):
         return f"CyclicShifts(size={self.size}, unit={self.unit})"

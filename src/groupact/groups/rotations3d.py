@@ -119,6 +119,30 @@ def matrix_to_axis_angle(r: Tensor) -> tuple[Tensor, Tensor]:
     return axis, angle
 
 
+def super_fibonacci_rotations(n: int, device: torch.device | str | None = None) -> Tensor:
+    """n rotations (n, 3, 3) spread evenly over SO(3), deterministically: the super-Fibonacci
+    spiral of unit quaternions (Alexa, CVPR 2022, Algorithm 1). Written out because scipy's
+    ``Rotation`` makes only random draws or the small point groups (60 rotations at most), and
+    a coarse search needs an even grid of any size; the covering radius is measured in
+    tests/test_estimate_g.py."""
+    s = torch.arange(n, dtype=torch.float64) + 0.5
+    t = s / n
+    r, big_r = torch.sqrt(t), torch.sqrt(1 - t)
+    alpha = 2 * math.pi * s / math.sqrt(2)
+    beta = 2 * math.pi * s / 1.533751168755204288118041     # the real root of x⁴ = x + 4
+    q = torch.stack([r * torch.sin(alpha), r * torch.cos(alpha),
+                     big_r * torch.sin(beta), big_r * torch.cos(beta)], -1)
+    return quaternion_to_matrix(q).to(torch.float32).to(device or "cpu")
+
+
+def rotation_vector_to_matrix(v: Tensor) -> Tensor:
+    """(B, 3) rotation vectors (axis × angle in radians, (d, h, w)) → (B, 3, 3), smooth at 0
+    (the exponential map of SO(3))."""
+    angle = v.norm(dim=-1, keepdim=True)
+    half_sinc = 0.5 * torch.sinc(angle / (2 * math.pi))        # sin(θ/2)/θ, → ½ at θ = 0
+    return quaternion_to_matrix(torch.cat([torch.cos(angle / 2), half_sinc * v], -1))
+
+
 # --- the action on volumes --------------------------------------------------------------------
 def rotate_volumes(x: Tensor, r: Tensor, mode: str = "bilinear") -> Tensor:
     """Turn each volume of (B, C, D, H, W) by its (B, 3, 3) matrix about the centre, zero fill.
@@ -175,15 +199,16 @@ def unit_axis(axis: list[float]) -> list[float]:
     return [v / norm for v in scaled]
 
 
-def _describe_axis_angle(r: Tensor) -> list[str]:
+def _describe_axis_angle(r: Tensor, digits: int = 4) -> list[str]:
     """Labels 'ad,ah,aw,θ°' that :func:`_parse_axis_angle` reads back; the axis is scaled so its
-    largest entry is ±1, which prints the cube's axes as small integers ('1,1,1,120°')."""
+    largest entry is ±1, which prints the cube's axes as small integers ('1,1,1,120°'), rounded
+    to ``digits`` decimals (the angle to one fewer)."""
     axis, angle = matrix_to_axis_angle(r.to(torch.float64))
     axis = axis / axis.abs().amax(-1, keepdim=True)
     out = []
     for a, t in zip(axis.tolist(), angle.tolist()):
-        comps = ",".join(f"{round(v, 4) + 0.0:g}" for v in a)
-        out.append(f"{comps},{round(math.degrees(t), 3) + 0.0:g}°")
+        comps = ",".join(f"{round(v, digits) + 0.0:.{digits + 2}g}" for v in a)
+        out.append(f"{comps},{round(math.degrees(t), digits - 1) + 0.0:.{digits + 3}g}°")
     return out
 
 
@@ -201,6 +226,9 @@ class SO3(Group):
     matrix_kind = "rotation"
     interpolates = True
     turns_coordinates = True
+    tangent_dim = 3
+    #: the coarse grid of the estimate of g (super-Fibonacci; covering radius about 21°)
+    search_size = 1024
 
     def identity(self, n, device=None):
         return torch.eye(3, device=device).expand(n, 3, 3).clone()
@@ -228,6 +256,16 @@ class SO3(Group):
         """The 24 cube rotations as matrices: a finite subgroup that resamples exactly."""
         return _cube_matrices().to(device=device, dtype=torch.float32)
 
+    def search_grid(self, n=None, device=None):
+        """n super-Fibonacci rotations (:func:`super_fibonacci_rotations`) and their covering
+        radius, 3.75·n^(−1/3) radians (the largest gap measured from 4,000 Haar draws: 26.6°
+        at n = 512, 20.9° at 1,024, 16.8° at 2,048)."""
+        n = n or self.search_size
+        return super_fibonacci_rotations(n, device), 3.75 * n ** (-1 / 3)
+
+    def exp_step(self, g, v):
+        return rotation_vector_to_matrix(v.to(g)) @ g
+
     def act_image(self, x, g):
         self.check_input(x)
         return rotate_volumes(x, g)
@@ -240,6 +278,10 @@ class SO3(Group):
 
     def describe(self, g):
         return _describe_axis_angle(g)
+
+    def to_text(self, g):
+        """Axis to 6 decimals, angle to 5 (:meth:`describe` rounds for figures)."""
+        return _describe_axis_angle(g, 6)
 
 
 def _cube_matrices() -> Tensor:

@@ -49,6 +49,11 @@ class LatentAction(nn.Module):
     #: True when the action resamples a grid (its homomorphism laws then hold only on smooth
     #: latents, to interpolation tolerances)
     resamples: bool = False
+    #: how :mod:`groupact.latent.estimate` can solve for g on this action's latents in closed
+    #: form: "affine" (least-squares a, b of a·z + b) or "fourier" (angular Fourier fibres:
+    #: a circular cross-correlation over θ); None: searched (every element of a finite group,
+    #: or the group's coarse grid refined locally)
+    closed_form: str | None = None
     #: the action's parameters (a learned ρ_θ) train at train.lr × this (``model.action.lr_scale``)
     lr_scale: float = 1.0
 
@@ -64,6 +69,11 @@ class LatentAction(nn.Module):
 
     def check_fibre(self, fibre: tuple[int, ...]) -> None:
         """Raise a ConfigError if this action cannot act on fibres of this shape."""
+
+    def coarsen(self, z: Tensor) -> Tensor:
+        """A smaller latent this action moves the way it moves z, for the coarse stage of the
+        estimate of g (:mod:`groupact.latent.estimate`); z itself by default."""
+        return z
 
     def invariants(self, z: Tensor) -> Tensor:
         """(B, F) features of variant channels z (B, C, *fibre) that this action leaves unchanged.
@@ -93,6 +103,14 @@ class SpatialAction(LatentAction):
     @property
     def resamples(self) -> bool:
         return self.group.interpolates
+
+    def coarsen(self, z: Tensor) -> Tensor:
+        """Feature maps of side 16 or more pooled by the group's own ``map_features`` (on which
+        ``act_map`` acts as on the maps, a law the checks test): an eighth of the work per
+        candidate for 3D fibres. Smaller maps stay whole: the adrenal model's 14³ pooled to 7³
+        doubled the median error of its estimates (0.64° → 1.23° on 12 test pairs, two above
+        10°)."""
+        return self.group.map_features(z) if min(z.shape[2:]) >= 16 else z
 
     def reference_probe(self, generator=None):
         """The group's images as maps (:meth:`Group.map_features`)."""
@@ -159,6 +177,8 @@ class AffineAction(LatentAction):
 
     Uses the group's homogeneous 2×2 representation [[a, b], [0, 1]], so it works for any fibre.
     """
+
+    closed_form = "affine"
 
     def check_fibre(self, fibre):
         if self.group.matrix_kind != "affine":

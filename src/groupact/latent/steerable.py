@@ -82,6 +82,8 @@ def fourier_rotation(f: Tensor, theta: Tensor) -> Tensor:
 class SteerableAction(LatentAction):
     """ρ(g) = ⊕_k R(kθ_g) on Fourier fibres (B, C, …, 2K + 1), for SO(2) and C_n (θ = the turn)."""
 
+    closed_form = "fourier"
+
     def __init__(self, group: Group):
         if not isinstance(group, (SO2, CyclicRotations)):
             raise ConfigError(f"action.kind=steerable turns planar rotations (so2, c4, cn); got "
