@@ -19,10 +19,13 @@ the parts declare, never by their class (as :mod:`groupact.laws` does):
 The **score** of an estimate is the relative residual on the variant channels,
 ‖Φ_ĝ(z_v(x1)) − z_v(x2)‖² / ‖z_v(x2)‖² (the protocol's equivariance error, per pair): near the
 model's own equivariance error when ĝ is right, large when it is a guess. The **runner-up** is the
-best element of another basin (the second-best element of a finite group; the best local optimum
-at least ``separation`` from ĝ for a continuous one), and a pair is **ambiguous** when the
-runner-up scores within :data:`AMBIGUITY_RATIO` of ĝ: the data's own symmetry (a 0 turned by
-180°) then leaves g undetermined, and the estimate says so instead of guessing silently.
+best element of another basin (the second-best element of a finite group; for a continuous one
+the best element found at least ``separation`` from ĝ: a peak of the Fourier correlation, or the
+other refined basin, or where that slid into ĝ's the best grid element that far), and a pair is
+**ambiguous** when the runner-up scores within :data:`AMBIGUITY_RATIO` of ĝ: the data's own
+symmetry (a 0 turned by 180°) then leaves g undetermined, and the estimate says so instead of
+guessing silently. (Two identical images are the exception: ĝ = identity scores exactly 0, so
+nothing is within a ratio of it, though a symmetric image's half turn fits as well.)
 
 The same searches run on pixels (:func:`estimate_in_images`): the image-space baseline, and the
 accuracy anchor of ``benchmarks/estimate_g.py``.
