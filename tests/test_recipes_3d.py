@@ -47,11 +47,13 @@ def test_recipe_runs_end_to_end(recipe, tmp_path):
         assert tuple(x.shape[1:]) == trainer.splits.image_shape
 
 
-def test_a_planes_run_from_before_stratify_resumes_and_evaluates_on_its_own_split(tmp_path):
+def test_a_planes_run_from_before_stratify_is_refused_by_its_fingerprint(tmp_path):
     """A 0.4.0 planes run (random plane cut; no `data.stratify` in its config.yaml or in its
-    checkpoints) reads as `stratify: false` everywhere a saved config is read: it resumes without
-    a "different config" refusal and evaluates on the data it was trained on."""
+    checkpoints) reads as the stratified default: its split fingerprint refuses evaluating and
+    resuming it, with a one-line error, instead of training or scoring on other data. With
+    `data.stratify: false` written into its config.yaml it evaluates on its own split."""
     import yaml
+    from groupact.errors import CheckpointError
     from groupact.io import load_checkpoint, save_checkpoint
     from groupact.train import resume_config
     run = tmp_path / "run"
@@ -66,10 +68,14 @@ def test_a_planes_run_from_before_stratify_resumes_and_evaluates_on_its_own_spli
         state = load_checkpoint(pt)
         del state["config"]["data"]["stratify"]
         save_checkpoint(pt, state)
+    with pytest.raises(CheckpointError, match="split fingerprint"):
+        evaluate_run(run, log=lambda *_: None)
     again = resume_config(run, overrides=["train.epochs=2"])
-    assert again.data.stratify is False
-    trainer = train_run(again, run, resume=True, log=lambda *_: None)
-    assert trainer.epoch == 2
+    assert again.data.stratify is True
+    with pytest.raises(CheckpointError, match="split fingerprint"):
+        train_run(again, run, resume=True, log=lambda *_: None)
+    saved["data"]["stratify"] = False
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     m = evaluate_run(run, log=lambda *_: None)
     assert m["n_pairs"] > 0 and m["psnr"] == m["psnr"]
 
