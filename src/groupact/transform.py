@@ -58,6 +58,9 @@ def read_input(path: str | Path, input_shape: tuple[int, ...]) -> Tensor:
         got = "×".join(map(str, x.shape[2:]))
         raise DataError(f"{path} is {got} with {x.shape[1]} channel(s) but this model takes "
                         f"{want} with {input_shape[0]}; resize the image to {want} first")
+    if x.shape[0] != 1:      # an (N, …) array: N = 0 would write an empty file, N > 1 several
+        raise DataError(f"{path} holds {x.shape[0]} images; give one (`groupact features` "
+                        "takes many)")
     if not torch.isfinite(x).all():
         raise DataError(f"{path} contains NaN or infinite values")
     return x
