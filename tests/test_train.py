@@ -61,6 +61,37 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     assert [r["epoch"] for r in read_jsonl(tmp_path / "part" / "metrics.jsonl")] == [1, 2]
 
 
+def test_init_from_starts_from_the_weights_and_nothing_else(c4_run, tmp_path):
+    """Fine-tuning: the weights (mask logits among them) of the source's best checkpoint; the
+    epoch count, optimiser and history start afresh. A model of another shape is one error."""
+    from groupact.errors import ConfigError, GroupactError
+    from groupact.io import load_checkpoint
+    from groupact.train.trainer import Trainer
+    cfg = load_config("rotmnist-c4", TINY + ["train.epochs=1", f"train.init_from={c4_run}"])
+    fresh = Trainer(cfg, tmp_path / "a", log=lambda *_: None)
+    fresh.start_from(cfg.train.init_from)
+    best = load_checkpoint(c4_run / "checkpoints" / "best.pt")["model"]
+    for k, v in fresh.model.state_dict().items():
+        assert torch.equal(v, best[k]), k
+    assert fresh.epoch == 0 and fresh.step == 0 and not fresh.opt.state
+    tuned = train_run(cfg, tmp_path / "b", log=lambda *_: None)
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")] == [1]
+    # one epoch from the 4-epoch model beats one epoch from scratch (the weights were used)
+    scratch = read_jsonl(c4_run / "metrics.jsonl")[0]["val_loss"]
+    assert read_jsonl(tmp_path / "b" / "metrics.jsonl")[0]["val_loss"] < scratch
+    assert tuned.model.mask.logits.shape == best["mask.logits"].shape
+    other = load_config("rotmnist-c4", TINY + ["train.epochs=1", "model.net=res2d",
+                                               f"train.init_from={c4_run}"])
+    with pytest.raises(GroupactError):          # another pixel range, then another shape
+        train_run(other, tmp_path / "c", log=lambda *_: None)
+    assert not (tmp_path / "c").exists()
+    same_range = load_config("rotmnist-c4", TINY + ["train.epochs=1", "model.mask.kind=all",
+                                                    f"train.init_from={c4_run}"])
+    with pytest.raises(ConfigError, match="another model"):
+        train_run(same_range, tmp_path / "d", log=lambda *_: None)
+    assert not (tmp_path / "d").exists()
+
+
 def test_mask_freeze_holds_the_logits_then_releases_them(tmp_path):
     cfg = load_config("rotmnist-c4", TINY + ["train.epochs=1", "data.n_train=128",
                                              "model.mask.freeze_epochs=1"])

@@ -147,6 +147,9 @@ class TrainConfig:
     val_pairs: int | None = None   # validation pairs per epoch (None: the whole val split)
     checkpoint_every: int = 0      # also checkpoint every N steps (0: at epoch ends only)
     select: Select = "val_loss"    # best.pt: lowest val_loss (the paper) | val_recon
+    # fine-tuning: start from the model weights (mask logits included) of this checkpoint, or of
+    # a run folder's checkpoints/best.pt; optimiser, schedule and epochs start afresh
+    init_from: str | None = None
 
 
 @dataclass

@@ -44,6 +44,9 @@ def train_run(cfg: Config, run_dir: str | Path, resume: bool = False,
         else:
             comm.run_on_main(lambda: check_fresh(paths, overwrite))
         trainer = Trainer(cfg, run_dir, log=log, comm=comm)
+        if cfg.train.init_from and not resume:     # a resume has its own weights
+            trainer.start_from(cfg.train.init_from)
+            trainer.log(f"starting from the weights of {cfg.train.init_from}")
         if not resume:
             comm.run_on_main(lambda: claim.take(fresh=True, overwrite=overwrite))
         trainer.on_first_save = claim.clear_trash

@@ -33,7 +33,8 @@ from groupact.distributed import Comm
 from groupact.errors import CheckpointError, ConfigError, GroupactError
 from groupact.evaluate.metrics import psnr
 from groupact.evaluate.probe import check_probe_labels
-from groupact.io import append_jsonl, atomic_copy, atomic_write_json, save_checkpoint
+from groupact.io import append_jsonl, atomic_copy, atomic_write_json, load_checkpoint, \
+    save_checkpoint
 from groupact.losses import LossWeights, check_coverage_net, get_loss, with_homomorphism
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
@@ -203,6 +204,23 @@ class Trainer:
         self.last_record = state.get("last_record")
         self._saved_step = self.step
         torch.set_rng_state(state["torch_rng"])
+
+    def start_from(self, source: str | Path) -> None:
+        """Fine-tuning: take the model weights (the mask's logits among them) of a checkpoint, or
+        of a run folder's best one, and nothing else: the optimiser, the schedule and where
+        training stands start afresh. Read with ``weights_only`` into the model this config
+        builds, so no code of the source run is imported or run."""
+        path = Path(source)
+        if path.is_dir():
+            path = RunPaths(path).best
+        state = load_checkpoint(path)
+        check_net_version(state, self.model, path)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, ValueError, KeyError):
+            raise ConfigError(f"train.init_from: {path} holds another model than this config "
+                              "builds (its model.* settings differ); start from a run of the "
+                              "same net, channels and mask") from None
 
     def save(self) -> None:
         """Write ``last.pt`` (rank 0 only), where training stands now; never non-finite weights.
