@@ -79,6 +79,8 @@ class GroupConfig:
 @dataclass
 class PairsConfig:
     mode: PairMode = "anchor"      # anchor: (x, T_g x) (authors); both: (g1·x, g2·x) (Jin et al.)
+    g_known: bool = True           # false: train on the model's estimate of g, never the pair's
+    g_warmup_steps: int = 300      # g_known=false: first steps plain autoencoding (g = identity)
 
 
 @dataclass
@@ -274,6 +276,8 @@ def check_ranges(cfg: Config) -> None:
         (m.frequencies >= 1, f"model.frequencies must be 1 or more; got {m.frequencies}"),
         (m.action.lr_scale > 0.0, f"model.action.lr_scale must be positive; got "
          f"{m.action.lr_scale}"),
+        (cfg.pairs.g_warmup_steps >= 0, f"pairs.g_warmup_steps must be 0 or more; got "
+         f"{cfg.pairs.g_warmup_steps}"),
         (cfg.loss.hom >= 0.0, f"loss.hom must be 0 or more; got {cfg.loss.hom}"),
         (cfg.loss.coverage >= 0.0, f"loss.coverage must be 0 or more; got {cfg.loss.coverage}"),
         (min(lo.recon, lo.inv, lo.const) >= 0.0, "loss.recon, loss.inv and loss.const must be 0 "

@@ -23,7 +23,8 @@ from groupact.groups import Group
 
 @dataclass
 class PairBatch:
-    """A batch of pairs with the relative element g: x2 ≈ T_g x1."""
+    """A batch of pairs with the relative element g: x2 ≈ T_g x1 (None where training may not
+    read it: ``pairs.g_known=false``)."""
 
     x1: Tensor
     x2: Tensor
@@ -41,7 +42,7 @@ def slice_pairs(batch: PairBatch, start: int, stop: int) -> PairBatch:
     def part(t: Tensor | None) -> Tensor | None:
         return None if t is None else t[start:stop]
 
-    return PairBatch(batch.x1[start:stop], batch.x2[start:stop], batch.g[start:stop],
+    return PairBatch(batch.x1[start:stop], batch.x2[start:stop], part(batch.g),  # type: ignore
                      part(batch.labels), part(batch.alpha1), part(batch.alpha2))
 
 

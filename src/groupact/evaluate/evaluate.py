@@ -20,6 +20,7 @@ from groupact.data import batches, build_pair_source, fixed_pairs, load_data
 from groupact.distributed import resolve_device
 from groupact.errors import CheckpointError, GroupactError
 from groupact.evaluate.figures import FIGURES_NEED
+from groupact.evaluate.g_estimate import g_estimate_metrics, relabelled
 from groupact.evaluate.metrics import EVAL_BATCH, dice, mse_per_image, psnr, region_psnr, ssim
 from groupact.evaluate.probe import PROBES_NEED, ProbeSettings, check_probe_labels, probes, \
     untrained_copy
@@ -250,6 +251,11 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
                                "group": model.group.name, "epochs": cfg.train.epochs,
                                "best_epoch": run.checkpoint["epoch"],
                                "selected_by": SELECT_KEYS.get(cfg.train.select, cfg.train.select)}
+    if not cfg.pairs.g_known:    # trained without g: its estimate against the hidden truth
+        log("the estimate of g against the test pairs' g ...")
+        found, phi = g_estimate_metrics(model, pairs)
+        metrics.update(found)
+        pairs = relabelled(pairs, phi)
     log(f"evaluating {run_dir}: image metrics on {pairs.x1.shape[0]} fixed test pairs ...")
     metrics.update(image_metrics(model, pairs, looks_binary(splits.test.images)))
     log("homomorphism error, swap and mask ...")
@@ -303,6 +309,15 @@ def summary_markdown(m: dict[str, Any]) -> str:
              f"{_fmt(m['ssim_identity'])} | {_fmt(m['mse_identity'], 5)} |",
              f"| mean target (x̂2 = mean of all x2) | {_fmt(m.get('psnr_mean_target'), 2)} | "
              f"{_fmt(m.get('ssim_mean_target'))} | {_fmt(m.get('mse_mean_target'), 5)} |", ""]
+    if "g_automorphism" in m:
+        error = (f"exact on {_fmt(m['g_estimate_exact'])}" if "g_estimate_exact" in m else
+                 "median {} / 95th percentile {}".format(
+                     *[_fmt(v, 2) for k, v in m.items() if k.startswith(("g_estimate_median",
+                                                                      "g_estimate_p95"))
+                       and not k.endswith("_not_c2")]))
+        lines += [f"Trained without g: the estimate of g (model.estimate_g) is {error} of the "
+                  f"test pairs' g, up to the automorphism '{m['g_automorphism']}', through which "
+                  "the rows above were given g.", ""]
     if "dice" in m:
         lines += [f"Dice (binary shapes, both thresholded at 0.5): model {_fmt(m['dice'])}, do "
                   f"nothing {_fmt(m.get('dice_identity'))}, mean target "

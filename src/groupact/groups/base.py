@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,15 @@ class Group(ABC):
     def elements(self, device: torch.device | str | None = None) -> Tensor | None:
         """All elements of a finite group, or None for a continuous one."""
         return None
+
+    def automorphisms(self) -> dict[str, Callable[[Tensor], Tensor]]:
+        """Relabellings φ of the elements that keep the group law, by name (the identity first).
+
+        A model trained without g learns its action up to one of them (a C4 model may turn by
+        270° where it is told 90°: k ↦ −k keeps composition), so the error of its estimate of g
+        is measured up to the best of them. The identity alone unless a group declares more.
+        """
+        return {"identity": lambda g: g}
 
     def element_index(self, g: Tensor) -> Tensor:
         """(B,) long: where each element of a finite group stands in :meth:`elements` (a lookup

@@ -95,6 +95,12 @@ class CyclicRotations(Group):
     def elements(self, device=None):
         return torch.arange(self.n, device=device)
 
+    def automorphisms(self):
+        """k ↦ u·k mod n for every u coprime to n (C4: the identity and 90° ↔ 270°)."""
+        units = [u for u in range(1, self.n) if math.gcd(u, self.n) == 1] or [1]
+        return {("identity" if u == 1 else "inverse" if u == self.n - 1 else f"times {u}"):
+                (lambda g, u=u: (u * g) % self.n) for u in units}
+
     def orbit_elements(self, n, device=None):
         return self.elements(device)
 
@@ -157,6 +163,10 @@ class SO2(Group):
     def distance(self, a, b):
         d = torch.remainder(a - b, 2 * math.pi)
         return torch.minimum(d, 2 * math.pi - d)
+
+    def automorphisms(self):
+        """The continuous automorphisms of SO(2): θ ↦ θ and θ ↦ −θ."""
+        return {"identity": lambda g: g, "inverse": self.inverse}
 
     def orbit_elements(self, n, device=None):
         return torch.arange(n, device=device, dtype=torch.float32) * (2 * math.pi / n)

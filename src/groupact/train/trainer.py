@@ -41,6 +41,7 @@ from groupact.nets import init_output_bias
 from groupact.runs import RunPaths, check_net_version
 from groupact.threads import use_threads
 from groupact.train.folder import repair_run_folder
+from groupact.train.unknown_g import PairElements
 
 #: fields of a metrics.jsonl record that measure wall-clock time; all others are deterministic
 TIMING_KEYS = ("seconds", "pairs_per_s")
@@ -122,6 +123,8 @@ class Trainer:
                               f"this recipe's action is {cfg.model.action.kind}")
         if cfg.loss.hom:
             self.loss_fn = with_homomorphism(self.loss_fn)
+        #: the element each step trains with: the pair's g, or the model's estimate of it
+        self.elements = PairElements.from_config(cfg, self.model)
         # where training stands (all of it checkpointed)
         self.epoch, self.step, self.batch = 0, 0, 0
         self.best_val, self.best_epoch = math.inf, 0
@@ -271,9 +274,11 @@ class Trainer:
         self.model.train()
         n = batch.x1.shape[0]
         start, stop = self.comm.shard(n)
+        batch = self.elements.hide(batch)        # g_known=false: the step never sees g
         # a rank whose slice is empty (batch smaller than the world) runs one pair at weight 0,
         # so that every rank takes part in the same collectives with the same shapes
         local = slice_pairs(batch, start, stop) if stop > start else slice_pairs(batch, 0, 1)
+        local = self.elements.fill(self.model, local, self.step)
         mask = self.model.mask
         with mask.step(self.epoch, self._gen):   # ALD: its exploration epochs draw a mask here
             loss, parts = self.loss_fn(self.model, local, self.weights)
@@ -307,11 +312,13 @@ class Trainer:
         n_all = self.val.x1.shape[0]
         start, stop = self.comm.shard(n_all)
         mine = stop > start
-        part = slice_pairs(self.val, start, stop) if mine else slice_pairs(self.val, 0, 1)
+        val = self.elements.hide(self.val)       # g_known=false: estimated, as in training
+        part = slice_pairs(val, start, stop) if mine else slice_pairs(val, 0, 1)
         totals: dict[str, float] = {}
         n = 0
         psnr_sum = 0.0
         for b in batches(part, 512):
+            b = self.elements.fill(self.model, b, None)
             loss, parts = self.loss_fn(self.model, b, self.weights)
             k = b.x1.shape[0] if mine else 0
             for key, v in {"loss": float(loss), **parts}.items():
