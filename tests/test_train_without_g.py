@@ -95,6 +95,8 @@ def test_short_training_without_g_beats_doing_nothing(tmp_path):
     assert m["psnr"] > m["psnr_identity"] + 4.0, m
     assert m["g_automorphism"] in ("identity", "inverse")
     assert 0.0 <= m["g_estimate_exact"] <= 1.0
+    summary = (tmp_path / "run" / "eval-quick" / "summary.md").read_text()
+    assert "Trained without g" in summary
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -310,14 +310,16 @@ def summary_markdown(m: dict[str, Any]) -> str:
              f"| mean target (x̂2 = mean of all x2) | {_fmt(m.get('psnr_mean_target'), 2)} | "
              f"{_fmt(m.get('ssim_mean_target'))} | {_fmt(m.get('mse_mean_target'), 5)} |", ""]
     if "g_automorphism" in m:
-        error = (f"exact on {_fmt(m['g_estimate_exact'])}" if "g_estimate_exact" in m else
-                 "median {} / 95th percentile {}".format(
-                     *[_fmt(v, 2) for k, v in m.items() if k.startswith(("g_estimate_median",
-                                                                      "g_estimate_p95"))
-                       and not k.endswith("_not_c2")]))
-        lines += [f"Trained without g: the estimate of g (model.estimate_g) is {error} of the "
-                  f"test pairs' g, up to the automorphism '{m['g_automorphism']}', through which "
-                  "the rows above were given g.", ""]
+        unit = "°" if "g_estimate_median_deg" in m else ""
+        median, p95 = (next((v for k, v in m.items() if k.startswith(f"g_estimate_{stat}_")
+                             and not k.endswith("_not_c2")), None) for stat in ("median", "p95"))
+        error = (f"exactly right on {_fmt(m['g_estimate_exact'])} of the test pairs"
+                 if "g_estimate_exact" in m else
+                 f"off by {_fmt(median, 2)}{unit} (median) and {_fmt(p95, 2)}{unit} (95th "
+                 "percentile) on the test pairs")
+        lines += [f"Trained without g: its estimate of g (model.estimate_g) is {error}, up to "
+                  f"the automorphism '{m['g_automorphism']}', through which the rows above were "
+                  "given g.", ""]
     if "dice" in m:
         lines += [f"Dice (binary shapes, both thresholded at 0.5): model {_fmt(m['dice'])}, do "
                   f"nothing {_fmt(m.get('dice_identity'))}, mean target "
