@@ -122,3 +122,20 @@ def test_a_model_without_an_estimate_is_refused():
         check_g_unknown(cfg, model)
     assert "\n" not in str(e.value)
     check_g_unknown(load_config("rotmnist-c4"), model)     # g known: nothing to estimate
+
+
+@pytest.mark.parametrize("name, kw", [("c4", {}), ("cn", {"n": 5}), ("so2", {}), ("so3", {})])
+def test_declared_automorphisms_keep_the_group_law(name, kw):
+    """Each φ of ``Group.automorphisms`` is a homomorphism (φ(ab) = φ(a)φ(b)) and a bijection on a
+    finite group, the identity first: what lets the evaluation relabel g through it."""
+    group = build_group(name, **kw)
+    gen = torch.Generator().manual_seed(3)
+    a, b = group.sample(64, gen), group.sample(64, gen)
+    found = group.automorphisms()
+    assert next(iter(found)) == "identity"
+    for phi in found.values():
+        err = group.distance(phi(group.compose(a, b)), group.compose(phi(a), phi(b)))
+        assert float(err.max()) < 1e-5
+        elements = group.elements()
+        if elements is not None:
+            assert sorted(phi(elements).tolist()) == sorted(elements.tolist())
