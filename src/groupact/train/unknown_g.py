@@ -34,6 +34,7 @@ from torch import Tensor
 from groupact.config import Config
 from groupact.data.pairs import PairBatch
 from groupact.errors import ConfigError
+from groupact.latent.estimate import estimate_latent
 from groupact.model import GroupActionAutoencoder
 
 #: numbers one decoder batch of candidates may hold in the finite search (bounds memory)
@@ -96,7 +97,6 @@ def best_by_reconstruction(model: GroupActionAutoencoder, x1: Tensor, x2: Tensor
 def best_in_latent(model: GroupActionAutoencoder, x1: Tensor, x2: Tensor) -> Tensor:
     """ĝ by the latent search of ``model.estimate_g`` (continuous groups), in the model's
     current mode; the identity where the mask keeps no channel variant (nothing to search)."""
-    from groupact.latent.estimate import estimate_latent
     mask = model.mask.hard()
     if not bool(mask.round().bool().any()):
         return model.group.identity(x1.shape[0], x1.device)
