@@ -127,10 +127,10 @@ def test_the_shipped_volume_and_contrast_models_meet_their_bars(name, bars, tmp_
 
 @pytest.mark.slow
 def test_the_shipped_planes_model_turns_the_plane_and_keeps_the_sky(tmp_path, monkeypatch):
-    """pretrained/planes (render-composite, ALD, 4 epochs of planes-so3-debian) on the first 64
-    of the protocol's test pairs: above doing nothing, a sky better than the input's where the
-    plane was, and it uses g (measured on 1,000 pairs: +2.9 dB, background +4.4 dB, a wrong g
-    costs 1.07 dB; docs/datasets/planes.md). Needs the Debian packages."""
+    """pretrained/planes (render-composite, ALD; 6 epochs at lr 1e-3, then 3 at 1e-4) on the
+    first 64 of the protocol's test pairs: above doing nothing, a sky better than the input's
+    where the plane was, and it uses g (measured on 1,000 pairs: +3.5 dB, background +6.3 dB, a
+    wrong g costs 1.52 dB; docs/datasets/planes.md). Needs the Debian packages."""
     from groupact.data import build_pair_source, fixed_pairs, load_data
     from groupact.data.planes.debian import debian_model_files
     from groupact.errors import DataError
@@ -147,6 +147,6 @@ def test_the_shipped_planes_model_turns_the_plane_and_keeps_the_sky(tmp_path, mo
     pairs = fixed_pairs(source, splits.test, 64, run.cfg.eval.seed, True, torch.device("cpu"))
     with torch.no_grad():
         m = image_metrics(run.model, pairs)
-    assert m["psnr"] - m["psnr_identity"] >= 2.0, m
-    assert m["psnr_background"] - m["psnr_background_identity"] >= 3.0, m
-    assert m["wrong_g_cost"] >= 0.5, m
+    assert m["psnr"] - m["psnr_identity"] >= 2.5, m
+    assert m["psnr_background"] - m["psnr_background_identity"] >= 4.5, m
+    assert m["wrong_g_cost"] >= 1.0, m
