@@ -149,7 +149,9 @@ def c2_asymmetric(x: torch.Tensor) -> torch.Tensor:
     return (turned - x).pow(2).flatten(1).sum(1) >= C2_SYMMETRIC * x.pow(2).flatten(1).sum(1)
 
 
-def finite_rows(name: str, label: str, n: int | None) -> list[dict]:
+def both_searches(name: str, label: str, n: int | None):
+    """The shipped model's test pairs searched in the latent and on pixels, the pairs a half turn
+    changes, and the fields every row of them shares."""
     model, pairs, _ = test_pairs(name, n)
     group = model.group
     est, t_latent = latent_row(model, pairs)
@@ -157,6 +159,11 @@ def finite_rows(name: str, label: str, n: int | None) -> list[dict]:
     keep = c2_asymmetric(pairs.x1)
     base = {"dataset": label, "model": f"pretrained/{name}", "group": group.name,
             "pairs": len(pairs.g), "not_c2_symmetric": int(keep.sum())}
+    return model, pairs, group, est, t_latent, g_img, t_image, keep, base
+
+
+def finite_rows(name: str, label: str, n: int | None) -> list[dict]:
+    model, pairs, group, est, t_latent, g_img, t_image, keep, base = both_searches(name, label, n)
     exact = lambda g_hat, m=None: float((g_hat == pairs.g)[m if m is not None else slice(None)]  # noqa: E731
                                         .float().mean())
     rows = [dict(base, method="latent", exact=exact(est.g), exact_not_c2=exact(est.g, keep),
@@ -168,13 +175,7 @@ def finite_rows(name: str, label: str, n: int | None) -> list[dict]:
 
 
 def so2_rows(name: str, label: str, n: int | None) -> list[dict]:
-    model, pairs, _ = test_pairs(name, n)
-    group = model.group
-    est, t_latent = latent_row(model, pairs)
-    g_img, t_image = image_row(group, pairs)
-    keep = c2_asymmetric(pairs.x1)
-    base = {"dataset": label, "model": f"pretrained/{name}", "group": group.name,
-            "pairs": len(pairs.g), "not_c2_symmetric": int(keep.sum())}
+    model, pairs, group, est, t_latent, g_img, t_image, keep, base = both_searches(name, label, n)
     e_lat, e_img = angle_errors(group, est.g, pairs.g), angle_errors(group, g_img, pairs.g)
     return [dict(base, method="latent", **stats(e_lat), s_per_pair=t_latent,
                  median_deg_not_c2=float(np.median(e_lat[keep.numpy()])),
