@@ -242,8 +242,8 @@ def check_net_version(state: dict[str, Any], model: GroupActionAutoencoder,
     saved = state.get("pixel_range")
     net = (state.get("config") or {}).get("model", {}).get("net")
     if saved is not None and tuple(saved) != tuple(model.pixel_range):
-        raise CheckpointError(f"{ckpt_path} was trained on pixels in {tuple(saved)} but "
-                              f"model.net={net!r} works in {model.pixel_range}")
+        raise CheckpointError(f"{ckpt_path} (model.net={net!r}) was trained on pixels in "
+                              f"{tuple(saved)} but this model works in {model.pixel_range}")
 
 
 def load_run(run_dir: str | Path, which: str = "best",

@@ -28,7 +28,7 @@ class PairBatch:
 
     x1: Tensor
     x2: Tensor
-    g: Tensor
+    g: Tensor | None
     labels: Tensor | None = None
     #: the object's coverage (B, 1, H, W) in x1 and x2 where the data knows it (rendered objects
     #: on a background): what supervises a predicted coverage (``loss.coverage``) and splits the
