@@ -142,6 +142,28 @@ def labelled_strip(tiles: np.ndarray, labels: list[str] | None, scale: int) -> n
     return np.asarray(canvas).astype(np.float32) / 255.0
 
 
+def check_scale(scale: int | None) -> None:
+    """``--scale``: a PNG's enlargement factor, 1 to 32."""
+    if scale is not None and not 1 <= scale <= 32:
+        raise GroupactError(f"--scale takes a factor from 1 to 32; got {scale}")
+
+
+def write_images(output: Path, images: Tensor, scale: int | None = None,
+                 labels: list[str] | None = None) -> None:
+    """A (N, C, …) batch to ``output``: ``.npy`` as it is (one image without its batch axis), a
+    PNG strip scaled up ``scale``× (default: to at least :data:`MIN_TILE` pixels a side) with a
+    label under each tile when given, volumes as their central slices."""
+    if output.suffix.lower() == ".npy":
+        import io
+        buf = io.BytesIO()
+        np.save(buf, (images.squeeze(0) if images.shape[0] == 1 else images).numpy())
+        atomic_write_bytes(output, buf.getvalue())
+    else:
+        tiles = to_display(images)
+        factor = scale or max(1, math.ceil(MIN_TILE / min(tiles.shape[1:3])))
+        atomic_write_bytes(output, encode_png(labelled_strip(tiles, labels, factor)))
+
+
 def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Path,
                    g: str | None = None, orbit: int | None = None,
                    scale: int | None = None, trust_code: bool = False) -> Tensor:
@@ -155,8 +177,7 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
     check_output(output, [Path(input_path)], TRANSFORM_SUFFIXES)
     if orbit is not None and not 1 <= orbit <= MAX_ORBIT:
         raise GroupactError(f"--orbit takes N from 1 to {MAX_ORBIT}; got {orbit}")
-    if scale is not None and not 1 <= scale <= 32:
-        raise GroupactError(f"--scale takes a factor from 1 to 32; got {scale}")
+    check_scale(scale)
     run = load_run(run_dir, trust_code=trust_code)
     model, group = run.model, run.model.group
     x = read_input(input_path, run.input_shape)
@@ -176,30 +197,8 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
         labels = ["input"] + group.describe(elems)
     else:
         out = model.transform(x, parse_element(group, g))
-    if output.suffix.lower() == ".npy":
-        import io
-        buf = io.BytesIO()
-        np.save(buf, out.squeeze(0).numpy() if orbit is None else out.numpy())
-        atomic_write_bytes(output, buf.getvalue())
-    else:
-        tiles = to_display(out)
-        factor = scale or max(1, math.ceil(MIN_TILE / min(tiles.shape[1:3])))
-        atomic_write_bytes(output, encode_png(labelled_strip(tiles, labels, factor)))
+    write_images(output, out, scale, labels)
     return out
-
-
-def write_images(output: Path, images: Tensor, scale: int | None = None) -> None:
-    """A (1, C, …) batch to ``output``: ``.npy`` as it is, a PNG scaled up ``scale``× (default:
-    to at least :data:`MIN_TILE` pixels a side), volumes as their central slices."""
-    if output.suffix.lower() == ".npy":
-        import io
-        buf = io.BytesIO()
-        np.save(buf, images.squeeze(0).numpy())
-        atomic_write_bytes(output, buf.getvalue())
-    else:
-        tiles = to_display(images)
-        factor = scale or max(1, math.ceil(MIN_TILE / min(tiles.shape[1:3])))
-        atomic_write_bytes(output, encode_png(labelled_strip(tiles, None, factor)))
 
 
 def align_files(run_dir: str | Path, input_path: str | Path, target_path: str | Path,
@@ -212,8 +211,7 @@ def align_files(run_dir: str | Path, input_path: str | Path, target_path: str | 
     group (whose ``to_text`` prints ĝ as ``--g`` takes it)."""
     if output is not None:
         check_output(Path(output), [Path(input_path), Path(target_path)], TRANSFORM_SUFFIXES)
-    if scale is not None and not 1 <= scale <= 32:
-        raise GroupactError(f"--scale takes a factor from 1 to 32; got {scale}")
+    check_scale(scale)
     for what, path in (("--input", Path(input_path)), ("--target", Path(target_path))):
         if not path.is_file():
             raise DataError(f"{what} {path} " + ("is a folder; give an image file"
