@@ -42,7 +42,7 @@ def slice_pairs(batch: PairBatch, start: int, stop: int) -> PairBatch:
     def part(t: Tensor | None) -> Tensor | None:
         return None if t is None else t[start:stop]
 
-    return PairBatch(batch.x1[start:stop], batch.x2[start:stop], part(batch.g),  # type: ignore
+    return PairBatch(batch.x1[start:stop], batch.x2[start:stop], part(batch.g),
                      part(batch.labels), part(batch.alpha1), part(batch.alpha2))
 
 
