@@ -7,6 +7,8 @@ pair on one thread:
 - latent: ``model.estimate_g`` (groupact.latent.estimate): one encoder pass per image, then the
   search the group and action declare (every C4 element; the Fourier closed form for SO(2); the
   coarse SO(3) grid refined locally; least squares for contrast);
+- latent, polished on the pixels (brains): the latent estimate refined by the local search on the
+  images (``estimate_g(polish=True)``): the latent supplies the basin, the pixels the precision;
 - image space: the same search on pixels (``estimate_in_images``: T_g x1 against x2 for every
   candidate), the accuracy anchor; for contrast the least-squares line through the foreground
   pixels' logits;
@@ -102,14 +104,15 @@ def stats(err: np.ndarray) -> dict[str, float]:
             "max_deg": float(err.max()), "within_5deg": float((err <= 5).mean())}
 
 
-def latent_row(model, pairs: PairBatch, per_pair: bool = False):
-    """model.estimate_g on all pairs (one call, or one call per pair), with its time."""
+def latent_row(model, pairs: PairBatch, per_pair: bool = False, polish: bool = False):
+    """model.estimate_g on all pairs (one call, or one call per pair), with its time; with
+    ``polish`` refined locally on the pixels after the latent search."""
     if not per_pair:
-        est, seconds = timed(model.estimate_g, pairs.x1, pairs.x2)
+        est, seconds = timed(model.estimate_g, pairs.x1, pairs.x2, polish=polish)
         return est, seconds / len(pairs.g)
     parts, total = [], 0.0
     for i in range(len(pairs.g)):
-        est, s = timed(model.estimate_g, pairs.x1[i:i + 1], pairs.x2[i:i + 1])
+        est, s = timed(model.estimate_g, pairs.x1[i:i + 1], pairs.x2[i:i + 1], polish=polish)
         parts.append(est)
         total += s
     cat = lambda k: torch.cat([getattr(p, k) for p in parts])  # noqa: E731
@@ -312,6 +315,10 @@ def brain_rows(label: str, model, pairs: PairBatch, sitk, image: bool = True) ->
     err = angle_errors(group, est.g, pairs.g)
     rows = [dict(base, method="latent", **stats(err), s_per_pair=t_latent,
                  **flags(est, err > 5))]
+    est, t_polish = latent_row(model, pairs, per_pair=True, polish=True)
+    err = angle_errors(group, est.g, pairs.g)
+    rows.append(dict(base, method="latent, polished on the pixels", **stats(err),
+                     s_per_pair=t_polish, **flags(est, err > 5)))
     if image:
         g_img, t_image = image_row(group, pairs, per_pair=True)
         rows.append(dict(base, method="image space", **stats(angle_errors(group, g_img, pairs.g)),

@@ -24,7 +24,8 @@ from groupact.errors import GroupactError
 from groupact.groups import GROUPS, build_group
 from groupact.groups.base import smooth_images
 from groupact.latent import AffineAction, MatrixAction, SpatialAction, SteerableAction
-from groupact.latent.estimate import AMBIGUITY_RATIO, estimate_in_images, estimate_latent
+from groupact.latent.estimate import AMBIGUITY_RATIO, Estimate, estimate_in_images, \
+    estimate_latent, refine_in_images
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
@@ -138,6 +139,63 @@ def test_image_space_search_turns_x1_onto_x2():
     assert torch.equal(estimate_in_images(c4, x, c4.act_image(x, quarter)).g, quarter)
 
 
+def _rough(group, g: torch.Tensor, off: torch.Tensor, far: torch.Tensor) -> Estimate:
+    """An estimate as a latent search leaves it: ``off`` from the truth, runner-up ``far``."""
+    inf = torch.full((len(g),), math.inf)
+    return Estimate(g=off, score=torch.ones(len(g)), runner_up=far,
+                    runner_up_score=torch.where(torch.arange(len(g)) % 2 == 0, 2.0, inf),
+                    ambiguous=torch.zeros(len(g), dtype=torch.bool), method="grid+refine")
+
+
+def test_the_image_polish_brings_a_rough_so3_estimate_to_the_exact_turn():
+    so3 = build_group("so3")
+    x1 = smooth_images(4, 16, 3, 1, gen(30))
+    rot = so3.sample(4, gen(31))
+    x2 = so3.act_image(x1, rot)
+    axis = torch.randn(4, 3, generator=gen(32))
+    off = so3.exp_step(rot, math.radians(5.0) * axis / axis.norm(dim=1, keepdim=True))
+    far = so3.compose(so3.sample(4, gen(33)), rot)
+    assert float(so3.distance(off, rot).min()) > math.radians(4.9)
+    est = refine_in_images(so3, x1, x2, _rough(so3, rot, off, far))
+    assert est.method == "grid+refine+image polish"
+    assert float(so3.distance(est.g, rot).max()) < math.radians(0.1)
+    assert float(est.score.max()) < 1e-4                              # the images' residual now
+    # the polished answer is never worse on the pixels than the rough one it started from
+    rough = ((so3.act_image(x1, off) - x2).pow(2).flatten(1).sum(1)
+             / x2.pow(2).flatten(1).sum(1))
+    assert bool((est.score <= rough).all())
+    assert not bool(est.ambiguous.any())
+
+
+def test_the_image_polish_on_so2_and_what_it_leaves_alone():
+    so2, c4 = build_group("so2"), build_group("c4")
+    x1 = smooth_images(6, 28, 2, 1, gen(34))
+    theta = so2.sample(6, gen(35))
+    x2 = so2.act_image(x1, theta)
+    est = refine_in_images(so2, x1, x2, _rough(so2, theta, theta + math.radians(4.0),
+                                               theta + math.pi))
+    assert float(so2.distance(est.g, theta).max()) < math.radians(0.1)
+    # a runner-up on the other side of the circle stays a second basin, scored on the pixels
+    finite = torch.isfinite(est.runner_up_score)
+    assert bool(finite[0::2].all()) and not bool(finite[1::2].any())
+    assert float(so2.distance(est.runner_up[0::2], theta[0::2]).min()) > math.radians(45)
+    # an ambiguous latent answer is settled by the pixels: the runner-up is polished too, and
+    # where it fits better it becomes ĝ
+    wrong_first = _rough(so2, theta, theta + math.pi, theta + math.radians(3.0))
+    wrong_first.ambiguous[:] = True
+    est = refine_in_images(so2, x1, x2, wrong_first)
+    even = torch.arange(6) % 2 == 0                    # runner-ups with a score; odd: none (inf)
+    assert float(so2.distance(est.g[even], theta[even]).max()) < math.radians(0.1)
+    assert float(so2.distance(est.runner_up[even], theta[even] + math.pi).max()) < 0.5
+    # with no runner-up there is nothing to settle: ĝ stays in the basin it was given
+    assert float(so2.distance(est.g[~even], theta[~even]).min()) > 2.0
+    assert bool(torch.isinf(est.runner_up_score[~even]).all())
+    # a finite group's estimate is exact already: returned as it came
+    q = torch.ones(6, dtype=torch.long)
+    found = estimate_in_images(c4, x1, c4.act_image(x1, q))
+    assert refine_in_images(c4, x1, c4.act_image(x1, q), found) is found
+
+
 # --- ambiguity, grid, text ----------------------------------------------------------------------
 def test_a_latent_symmetric_under_half_turns_is_reported_ambiguous():
     c4 = build_group("c4")
@@ -249,3 +307,22 @@ def test_align_refuses_bad_inputs_with_one_line_and_writes_nothing(tmp_path, cap
                  str(tmp_path / "a.png"), "--output", str(tmp_path / "a.png")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "is the input" in err[0]
+
+
+def test_align_polish_refines_the_shipped_so2_models_angle_on_the_pixels(digits, tmp_path, capsys):
+    run = PRETRAINED / "rotmnist-so2"
+    group = load_run(run).model.group
+    theta = torch.tensor([math.radians(37.0)])
+    np.save(tmp_path / "a.npy", digits[3:4].numpy())
+    np.save(tmp_path / "b.npy", group.act_image(digits[3:4], theta).numpy())
+    found = {}
+    for flag in ([], ["--polish"]):
+        assert main(["align", str(run), "--input", str(tmp_path / "a.npy"), "--target",
+                     str(tmp_path / "b.npy"), *flag]) == 0
+        lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines()
+                     if ": " in line)
+        found[bool(flag)] = (float(group.distance(group.parse(lines["g"]), theta)[0]),
+                             float(lines["score"]))
+    assert found[False][0] < math.radians(2.0)                       # the latent's own answer
+    assert found[True][0] < math.radians(0.05)                       # polished on the pixels
+    assert found[True][1] < 1e-4                                     # the images' residual

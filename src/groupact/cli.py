@@ -138,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
                                      "pixels (.png or .npy)")
     al.add_argument("--scale", type=int, metavar="S",
                     help="PNG output: scale up S× (default: to at least 112 pixels a side)")
+    al.add_argument("--polish", action="store_true",
+                    help="continuous groups (SO(2), SO(3)): refine the latent's estimate locally "
+                         "on the pixels (the latent finds the basin, the pixels the last "
+                         "fraction of a degree); the score is then the images' relative residual")
     al.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _threads_option(al)
 
@@ -301,7 +305,7 @@ def cmd_transform(args) -> int:
 
 def cmd_align(args) -> int:
     est, group = align_files(args.run_dir, args.input, args.target, args.output,
-                             scale=args.scale, trust_code=args.trust_code)
+                             scale=args.scale, trust_code=args.trust_code, polish=args.polish)
     second = ("none (a unique optimum)" if not math.isfinite(float(est.runner_up_score[0]))
               else f"{group.to_text(est.runner_up)[0]} score {float(est.runner_up_score[0]):.4g}")
     print(f"g: {group.to_text(est.g)[0]}")

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from groupact.errors import ConfigError, GroupactError
 from groupact.groups import Group
 from groupact.latent import ChannelMask, LatentAction
-from groupact.latent.estimate import Estimate, estimate_latent
+from groupact.latent.estimate import POLISH_LATENT_TOL, Estimate, estimate_latent, \
+    refine_in_images
 
 
 class GroupActionAutoencoder(nn.Module):
@@ -158,14 +159,17 @@ class GroupActionAutoencoder(nn.Module):
         return [{"params": rest}] + [{"params": params, "lr": lr * s} for params, s in scaled]
 
     @torch.no_grad()
-    def estimate_g(self, x1: Tensor, x2: Tensor, **search) -> Estimate:
+    def estimate_g(self, x1: Tensor, x2: Tensor, polish: bool = False, **search) -> Estimate:
         """ĝ for each pair of images (B, C, *spatial) in [0, 1], so that T_ĝ x1 ≈ x2: the
         element whose latent action moves z_v(x1) onto z_v(x2), with a score per pair (the
         relative residual on the variant channels) and the runner-up of another basin, so a
         guess or a pair the data's own symmetry leaves ambiguous is reported as such. One
         encoder pass per image, in eval mode; how the search runs is what the group and the
-        action declare (:mod:`groupact.latent.estimate`; ``search``: its ``separation`` and
-        ``grid_size``)."""
+        action declare (:mod:`groupact.latent.estimate`; ``search``: its ``separation``,
+        ``grid_size`` and ``refine_tol``). With ``polish`` a continuous group's estimate is
+        then refined locally on the pixels (:func:`~groupact.latent.estimate.refine_in_images`:
+        the latent finds the basin, the pixels the last fraction of a degree; the latent search
+        stops at coarser steps first; scores are then the images')."""
         if x1.shape != x2.shape:
             raise GroupactError(f"the two images differ in shape: {tuple(x1.shape)} and "
                                 f"{tuple(x2.shape)}; give pairs of the same size")
@@ -173,7 +177,11 @@ class GroupActionAutoencoder(nn.Module):
         self.eval()
         try:
             z1, z2 = self.encode(torch.cat([x1, x2])).chunk(2)
-            return estimate_latent(self.action, z1, z2, self.mask.hard(), **search)
+            if not polish:
+                return estimate_latent(self.action, z1, z2, self.mask.hard(), **search)
+            search.setdefault("refine_tol", POLISH_LATENT_TOL)     # the pixels finish the job
+            found = estimate_latent(self.action, z1, z2, self.mask.hard(), **search)
+            return refine_in_images(self.group, x1, x2, found)
         finally:
             self.train(was)
 

@@ -203,10 +203,10 @@ def transform_file(run_dir: str | Path, input_path: str | Path, output: str | Pa
 
 def align_files(run_dir: str | Path, input_path: str | Path, target_path: str | Path,
                 output: str | Path | None = None, scale: int | None = None,
-                trust_code: bool = False):
+                trust_code: bool = False, polish: bool = False):
     """Estimate ĝ with T_ĝ(input) ≈ target through the run's latent (:meth:`~groupact.model.
-    GroupActionAutoencoder.estimate_g`); with ``output``, write T_ĝ(input), the group's own
-    action on the input's pixels. Every input is checked before anything is written;
+    GroupActionAutoencoder.estimate_g`, ``polish`` as there); with ``output``, write T_ĝ(input),
+    the group's own action on the input's pixels. Every input is checked before anything is written;
     ``trust_code`` as in :func:`~groupact.runs.load_run`. Returns the estimate and the run's
     group (whose ``to_text`` prints ĝ as ``--g`` takes it)."""
     if output is not None:
@@ -219,7 +219,7 @@ def align_files(run_dir: str | Path, input_path: str | Path, target_path: str | 
     run = load_run(run_dir, trust_code=trust_code)
     x1 = read_input(input_path, run.input_shape)
     x2 = read_input(target_path, run.input_shape)
-    estimate = run.model.estimate_g(x1, x2)
+    estimate = run.model.estimate_g(x1, x2, polish=polish)
     if output is not None:
         write_images(Path(output), run.model.group.act_image(x1, estimate.g), scale)
     return estimate, run.model.group
