@@ -13,7 +13,8 @@ from groupact.data.render import render
 from groupact.errors import ConfigError
 from groupact.evaluate.metrics import psnr, region_psnr
 from groupact.groups import build_group
-from groupact.latent import AllVariantMask
+from groupact.evaluate.evaluate import decoded_shares
+from groupact.latent import AllVariantMask, FixedMask
 from groupact.latent.actions import build_action
 from groupact.losses import (LossWeights, check_coverage_net, coverage_term, get_loss, latent_term,
                              silhouette_term)
@@ -222,3 +223,36 @@ def test_region_psnr_is_the_psnr_of_the_region_pixels():
     assert float(psnr(x, y)[0]) == pytest.approx(23.0103, abs=1e-3)              # half the mse
     empty = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
     assert bool(region_psnr(x, y, empty).isnan().all())
+
+
+def test_decoded_shares_follow_where_the_decoder_reads_each_drawing(splits):
+    """The object is drawn from the volume channels only and the sky from the sky channels
+    only, so the right split scores shares of exactly 1, the reversed split 0, and everything
+    variant leaves z_i nothing to carry (background share 0, object share 1)."""
+    model = composite_model()
+    model.eval()
+    volumes = model.decoder.co
+    channels = model.latent_shape[0]
+    x = PosePairs().pairs(splits.test, torch.arange(12), torch.Generator().manual_seed(2)).x1
+    right = FixedMask(channels, range(volumes))
+    reversed_ = FixedMask(channels, range(volumes, channels))
+    found = {}
+    for name, mask in (("right", right), ("reversed", reversed_),
+                       ("all", AllVariantMask(channels))):
+        model.mask = mask
+        found[name] = decoded_shares(model, x)
+    r = found["right"]
+    assert r["background_share_zi"] == 1.0 and r["object_share_zv"] == 1.0
+    assert r["background_lost_without_zv"] == 0.0 and r["object_lost_without_zi"] == 0.0
+    assert r["background_lost_without_zi"] > 0.01 and r["object_lost_without_zv"] > 0.01
+    assert found["reversed"]["background_share_zi"] == 0.0
+    assert found["reversed"]["object_share_zv"] == 0.0
+    assert found["all"]["background_share_zi"] == 0.0 and found["all"]["object_share_zv"] == 1.0
+
+
+def test_decoded_shares_are_empty_for_a_net_that_draws_no_parts():
+    enc, dec = build_nets("res2d", NetSpec((1, 16, 16), channels=4, widths=(8,)))
+    group = build_group("c4")
+    model = GroupActionAutoencoder.for_input(enc, dec, group, AllVariantMask,
+                                             build_action("spatial", group), (1, 16, 16))
+    assert decoded_shares(model, torch.rand(3, 1, 16, 16)) == {}

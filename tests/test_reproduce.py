@@ -281,6 +281,21 @@ def test_tables_generic_columns_ablations_and_figures(tmp_path):
     assert "rotmnist,ald,method,psnr,2,20.0,0.0" in (out / "summary.csv").read_text()
 
 
+def test_the_planes_split_measures_are_columns_of_the_reconstruction_table(tmp_path):
+    out = tmp_path / "results"
+    for seed, cost in enumerate((1.0, 2.0)):
+        _fake_run(out, "planes", "ald", seed, wrong_g_cost=cost, swap_psnr=22.0,
+                  object_share_zv=0.99, background_share_zi=0.98)
+    _fake_run(out, "rotmnist", "ald", 0)                     # no such keys: no such cells
+    write_tables(out, load_plan(check=False))
+    table = (out / "RESULTS.md").read_text().split("### (b)")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| dataset"))
+    for name in ("wrong-g cost (dB)", "swap PSNR", "object from z_v", "background from z_i"):
+        assert name in header
+    planes = next(line for line in table.splitlines() if "| ald | 2 |" in line)
+    assert "1.50 ± 0.71" in planes and "22.00 ± 0.00" in planes and "0.990 ± 0.000" in planes
+
+
 def test_mean_and_std_are_over_seeds(tmp_path):
     out = tmp_path / "results"
     for seed, psnr in enumerate((10.0, 11.0, 12.0)):

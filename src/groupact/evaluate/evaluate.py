@@ -130,6 +130,52 @@ def swap_metrics(model: GroupActionAutoencoder, source, split, n: int, seed: int
 
 
 @torch.no_grad()
+def decoded_shares(model: GroupActionAutoencoder, x: Tensor) -> dict[str, float]:
+    """Where the decoder's object and background come from, for nets that draw them apart
+    (``decoder.parts``: object colour, alpha, background; planes): the share of each drawing's
+    variation over the pictures ``x`` that is lost when z_i, or z_v, is replaced by its mean over
+    them. ``background_share_zi`` = lost without z_i / (lost without z_i + lost without z_v), and
+    ``object_share_zv`` likewise: 1 when the split is clean (a channel the mask calls variant but
+    the decoder ignores counts for nothing, as it should), ½ when either half draws it alike.
+    Two passes: the latent means, then the drawings."""
+    if not hasattr(model.decoder, "parts"):
+        return {}
+    zsum, n = None, 0
+    for i in range(0, len(x), EVAL_BATCH):
+        z = model.encode(x[i:i + EVAL_BATCH]).double().sum(0)
+        zsum, n = (z if zsum is None else zsum + z), n + min(EVAL_BATCH, len(x) - i)
+    zmean = (zsum / n).to(x.dtype)[None]
+    # per drawing: Σ d, Σ d², and Σ ‖d − d(without z_i)‖², Σ ‖d − d(without z_v)‖²
+    acc = {k: [0.0, None, 0.0, 0.0] for k in ("object", "background")}
+    for i in range(0, len(x), EVAL_BATCH):
+        z = model.encode(x[i:i + EVAL_BATCH])
+        m = model.mask_like(z)
+        mean = zmean.expand_as(z)          # mix(m, variant part, invariant part)
+        drawn = [_drawings(model, zz) for zz in (z, model.mix(m, z, mean), model.mix(m, mean, z))]
+        for k in acc:
+            d, no_zi, no_zv = (dd[k].double() for dd in drawn)
+            acc[k][0] += float(d.pow(2).sum())
+            acc[k][1] = d.sum(0) if acc[k][1] is None else acc[k][1] + d.sum(0)
+            acc[k][2] += float((d - no_zi).pow(2).sum())
+            acc[k][3] += float((d - no_zv).pow(2).sum())
+    out = {}
+    for k, (sq, s, lost_zi, lost_zv) in acc.items():
+        variation = sq - float(s.pow(2).sum()) / n
+        out[f"{k}_lost_without_zi"] = lost_zi / variation if variation > 1e-12 else math.nan
+        out[f"{k}_lost_without_zv"] = lost_zv / variation if variation > 1e-12 else math.nan
+        mine, other = (lost_zi, lost_zv) if k == "background" else (lost_zv, lost_zi)
+        key = "background_share_zi" if k == "background" else "object_share_zv"
+        out[key] = mine / (mine + other) if mine + other > 0 else math.nan
+    return out
+
+
+def _drawings(model: GroupActionAutoencoder, z: Tensor) -> dict[str, Tensor]:
+    """The object as drawn (alpha·colour) and the background, from a latent."""
+    rgb, alpha, background = model.decoder.parts(z)
+    return {"object": alpha * rgb, "background": background}
+
+
+@torch.no_grad()
 def homomorphism_error(model: GroupActionAutoencoder, x: Tensor, seed: int) -> float:
     """‖Φ_a(Φ_b(z_v)) − Φ_{ab}(z_v)‖² / ‖Φ_{ab}(z_v)‖²: 0 for an exact latent representation."""
     gen = torch.Generator().manual_seed(seed)
@@ -265,6 +311,7 @@ def _evaluate(run, splits, out: Path, device: str, log: Callable[[str], None],
     metrics.update(swap_metrics(model, source, splits.test, int(pairs.x1.shape[0]),
                                 cfg.eval.seed + 3, device))
     metrics.update(mask_stats(model, run.paths.root))
+    metrics.update(decoded_shares(model, pairs.x1))
     if cfg.eval.probes if probes_on is None else probes_on:
         random_model = (untrained_copy(model, cfg, run.checkpoint["input_shape"],
                                        cfg.eval.seed + 20) if cfg.eval.orbit_probes else None)
@@ -333,6 +380,15 @@ def summary_markdown(m: dict[str, Any]) -> str:
             lines.append(f"| {label} | {_fmt(m.get('psnr_object' + suffix), 2)} | "
                          f"{_fmt(m.get('psnr_background' + suffix), 2)} |")
         lines.append("")
+    if "object_share_zv" in m:
+        lines += [f"Where the drawings come from (their variation over the test pictures lost "
+                  f"when a half of the latent is replaced by its mean): the object "
+                  f"{_fmt(m['object_lost_without_zv'])} without z_v, "
+                  f"{_fmt(m['object_lost_without_zi'])} without z_i (share in z_v "
+                  f"{_fmt(m['object_share_zv'])}); the background "
+                  f"{_fmt(m['background_lost_without_zi'])} without z_i, "
+                  f"{_fmt(m['background_lost_without_zv'])} without z_v (share in z_i "
+                  f"{_fmt(m['background_share_zi'])}).", ""]
     if "swap_psnr" in m:
         lines += [f"Swap against the rendered truth (plane of A at A's pose on the sky of B, "
                   f"{m.get('swap_pairs')} couples): decode(z_v of A, z_i of B) scores PSNR "

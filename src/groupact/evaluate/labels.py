@@ -18,6 +18,8 @@ TITLES = {
     "probe_orbit_random": "probe orbit-pooled random E (T→T)",
     "probe_orbit_random_upright": "probe orbit-pooled random E (U→T)",
     "orbit_pool_passes": "passes (orbit-pooled)", "probes_solver": "probe fit",
+    "wrong_g_cost": "wrong-g cost (dB)", "swap_psnr": "swap PSNR",
+    "object_share_zv": "object from z_v", "background_share_zi": "background from z_i",
 }
 
 #: how the probe that evaluated a ledger row is named in a table (metrics.json's probes_solver).
@@ -29,7 +31,7 @@ PROBE_SOLVERS = {"sklearn": "sklearn, C on val", "lbfgs": "L-BFGS, fixed steps"}
 FORMATS = {"psnr": ".2f", "ssim": ".3f", "inv_error": ".3g", "equiv_error": ".3g",
            "homomorphism_error": ".3g", "mask_fraction": ".2f",
            "mask_fraction_first_epoch": ".2f", "mask_flips_during_training": ".1f",
-           "mask_channels": ".0f"}
+           "mask_channels": ".0f", "wrong_g_cost": ".2f", "swap_psnr": ".2f"}
 
 
 def latent_part(name: str) -> str:

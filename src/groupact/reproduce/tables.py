@@ -33,6 +33,10 @@ PAGE_FIGURES = ("reconstructions.png", "latent_maps.png", "swap.png")
 
 KNOWN_PROBES = ("zi", "zv", "z")
 
+#: what the split does to the pictures, where a run's evaluation measures it (planes): how much the
+#: model gets from g, the swap against the rendered truth, and where each drawing comes from
+SPLIT_KEYS = ("wrong_g_cost", "swap_psnr", "object_share_zv", "background_share_zi")
+
 @dataclass
 class RunRecord:
     """One evaluated run: where it sits in the plan, and its metrics."""
@@ -259,6 +263,7 @@ def _rows(plan, runs_by, select, columns: list[str]) -> list[list[str]]:
 
 def reconstruction_table(plan, records, runs_by) -> Table:
     extras = extra_keys(records, "psnr_", {"psnr_identity", "psnr_mean_target"})
+    extras += [k for k in SPLIT_KEYS if any(k in r.metrics for r in records)]
     shapes = ["dice"] if any("dice" in r.metrics for r in records) else []
     cols = ["psnr", "ssim"] + shapes + extras
     rows, notes = [], []
