@@ -29,10 +29,11 @@ def splits(small_planes):
     return small_planes
 
 
-def composite_model(size: int = 32, channels: int = 4) -> GroupActionAutoencoder:
+def composite_model(size: int = 32, channels: int = 4, sky_copy: bool = False
+                    ) -> GroupActionAutoencoder:
     torch.manual_seed(0)
     enc, dec = build_nets("render-composite", NetSpec((3, size, size), channels=channels,
-                                                       widths=(8,)))
+                                                       widths=(8,), sky_copy=sky_copy))
     group = build_group("so3")
     return GroupActionAutoencoder.for_input(enc, dec, group, AllVariantMask,
                                             build_action("spatial", group), (3, size, size))
@@ -106,10 +107,12 @@ def test_render_composite_shapes_and_range():
     assert float(alpha.mean()) < 0.3
 
 
-def test_render_composite_sky_channels_cannot_see_what_the_coverage_cuts_out():
+@pytest.mark.parametrize("sky_copy", [False, True])
+def test_render_composite_sky_channels_cannot_see_what_the_coverage_cuts_out(sky_copy):
     """Where the predicted coverage is 1 the sky branch reads nothing of the picture: two pictures
-    that differ only there give the same sky channels (no ghost of the old plane can pass)."""
-    model = composite_model()
+    that differ only there give the same sky channels (no ghost of the old plane can pass), with
+    the copied sky as with the learned one."""
+    model = composite_model(sky_copy=sky_copy)
     enc = model.encoder
     with torch.no_grad():
         enc.coverage_out[-1].weight.zero_()
@@ -120,6 +123,34 @@ def test_render_composite_sky_channels_cannot_see_what_the_coverage_cuts_out():
     co = enc.co
     assert torch.allclose(z1[:, co:], z2[:, co:], atol=1e-6)
     assert not torch.allclose(z1[:, :co], z2[:, :co], atol=1e-3)
+
+
+def test_sky_copy_carries_the_visible_sky_exactly_and_paints_only_the_cut_out():
+    model = composite_model(sky_copy=True)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        z = model.encode(x)
+        cut = torch.sigmoid(model.encoder.coverage_logits)
+        _, _, sky = model.decoder.parts(z)
+        painted = model.decoder.paint_sky(z)
+    # the sky is the picture where it showed, the painting where it was cut out, nothing else
+    assert torch.allclose(sky, x * (1 - cut) + cut * painted, atol=1e-5)
+    # nothing cut out: the picture itself, to float precision (a learned path would blur it)
+    with torch.no_grad():
+        model.encoder.coverage_out[-1].weight.zero_()
+        model.encoder.coverage_out[-1].bias.fill_(-40.0)
+        _, _, sky = model.decoder.parts(model.encode(x))
+    assert float((sky - x).abs().max()) < 1e-5
+    # without the copy the same picture's sky is a learned drawing, not the picture
+    plain = composite_model(sky_copy=False)
+    with torch.no_grad():
+        _, _, drawn = plain.decoder.parts(plain.encode(x))
+    assert float((drawn - x).abs().mean()) > 0.05
+
+
+def test_sky_copy_needs_rgb_pictures():
+    with pytest.raises(ConfigError, match="sky_copy"):
+        build_nets("render-composite", NetSpec((1, 32, 32), channels=4, sky_copy=True))
 
 
 def test_render_composite_refuses_bad_shapes():

@@ -42,6 +42,7 @@ class NetSpec:
     factor: int = 2          # res2d/res3d: space-to-depth factor (latent side = side / factor)
     ball: bool = False       # res2d/res3d: mask the latent to the inscribed ball (rotations)
     out_margin: float = 0.0  # res2d/res3d: output σ stretched by this and clamped (0: plain σ)
+    sky_copy: bool = False   # render-composite: the visible background copied, the cut-out painted
 
 
 Builder = Callable[[NetSpec], tuple[nn.Module, nn.Module]]
@@ -184,9 +185,13 @@ def _render_composite(spec: NetSpec):
         raise ConfigError(f"net 'render-composite' packs 4 full-resolution sky maps into {v}³ "
                           f"fibres, which needs (side/4) to divide 64; the data has side {s}")
     sky_full = 4
+    if spec.sky_copy and c + 1 != sky_full:
+        raise ConfigError(f"model.sky_copy carries the picture's {c} channels and the cut-out in "
+                          f"{sky_full} full-resolution maps, so it needs 3-channel pictures; the "
+                          f"data has {c} (set model.sky_copy=false)")
     sky_channels = sky_volumes(sky_full, v) + 64 // v     # + 64 low-resolution sky features
     return composite_pair(c, s, width=spec.widths[0], object_channels=spec.channels,
-                          sky_channels=sky_channels, sky_full=sky_full)
+                          sky_channels=sky_channels, sky_full=sky_full, sky_copy=spec.sky_copy)
 
 
 def _steerable_polar(spec: NetSpec):

@@ -203,11 +203,16 @@ class CompositeEncoder(VolumeLift):
     optional supervised term) and the sky branch reads only x·(1 − α̂) and α̂, so the decoder
     has to in-paint the sky under the old plane instead of copying it (which leaves a ghost of
     the plane at its old pose in every turned picture).
+
+    With ``sky_copy`` the full-resolution sky maps are x·(1 − α̂) and α̂ themselves, not learned
+    features of them: the sky the picture shows travels through the latent exactly, so the
+    decoder need only paint the cut-out (a learned full-resolution path has to learn to copy,
+    and draws a blurred sky until it has).
     """
 
     def __init__(self, in_channels: int = 3, size: int = 64, width: int = 32,
                  object_channels: int = 16, sky_channels: int = 8, sky_full: int = 4,
-                 blocks3d: int = 1):
+                 blocks3d: int = 1, sky_copy: bool = False):
         if size % 16:
             raise ValueError(f"image side must be a multiple of 16, got {size}")
         v = size // 4
@@ -225,8 +230,12 @@ class CompositeEncoder(VolumeLift):
             nn.Conv2d(in_channels + 1, 32, 4, 2, 1), nn.SiLU(),
             nn.Conv2d(32, 64, 4, 2, 1), nn.SiLU(), nn.Conv2d(64, 64, 3, 1, 1), nn.SiLU(),
             nn.Conv2d(64, low_feats, 1))
-        self.sky_hi = nn.Sequential(nn.Conv2d(in_channels + 1, 16, 3, 1, 1), nn.SiLU(),
-                                    nn.Conv2d(16, sky_full, 3, 1, 1))
+        if sky_copy and sky_full != in_channels + 1:
+            raise ValueError(f"sky_copy carries the {in_channels} picture channels and the "
+                             f"cut-out: sky_full must be {in_channels + 1}, got {sky_full}")
+        self.sky_copy = sky_copy
+        self.sky_hi = nn.Identity() if sky_copy else nn.Sequential(
+            nn.Conv2d(in_channels + 1, 16, 3, 1, 1), nn.SiLU(), nn.Conv2d(16, sky_full, 3, 1, 1))
         self.coverage_logits: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -249,9 +258,12 @@ class CompositeDecoder(SkyPainter):
 
     def __init__(self, out_channels: int = 3, size: int = 64, width: int = 32,
                  object_channels: int = 16, sky_channels: int = 8, sky_full: int = 4,
-                 blocks3d: int = 1):
+                 blocks3d: int = 1, sky_copy: bool = False):
         super().__init__()
         v = size // 4
+        #: the full-resolution sky maps are the picture's sky x·(1 − α̂) and its cut-out α̂
+        #: (CompositeEncoder's sky_copy): the sky is that copy with the cut-out painted in
+        self.sky_copy = sky_copy
         self.blocks3d = nn.Sequential(*[ResBlock(3, object_channels) for _ in range(blocks3d)])
         feats = object_channels - 1
         self.refine = nn.Sequential(
@@ -281,7 +293,16 @@ class CompositeDecoder(SkyPainter):
         prior = torch.logit(prior.clamp(1e-4, 1 - 1e-4))
         self.alpha_logits = o[:, -1:] + prior
         rgb, alpha = torch.sigmoid(o[:, :-1]), torch.sigmoid(self.alpha_logits)
-        return rgb, alpha, self.paint_sky(z)
+        return rgb, alpha, self.copied_sky(z) if self.sky_copy else self.paint_sky(z)
+
+    def copied_sky(self, z: Tensor) -> Tensor:
+        """The sky of a ``sky_copy`` latent: its copy of the picture's sky where the picture
+        showed it, the painted sky in the cut-out α̂ (the copy is x·(1 − α̂), so the two add
+        up)."""
+        B, v = z.shape[0], self.v
+        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
+        copy, cut = hi[:, :-1], hi[:, -1:]
+        return (copy + cut * self.paint_sky(z)).clamp(0, 1)
 
     def forward(self, z: Tensor) -> Tensor:
         rgb, alpha, sky = self.parts(z)
@@ -289,10 +310,10 @@ class CompositeDecoder(SkyPainter):
 
 
 def composite_pair(in_channels: int, size: int, width: int = 32, object_channels: int = 16,
-                   sky_channels: int = 8, sky_full: int = 4, blocks3d: int = 1
-                   ) -> tuple[CompositeEncoder, CompositeDecoder]:
+                   sky_channels: int = 8, sky_full: int = 4, blocks3d: int = 1,
+                   sky_copy: bool = False) -> tuple[CompositeEncoder, CompositeDecoder]:
     kw = dict(size=size, width=width, object_channels=object_channels,
-              sky_channels=sky_channels, sky_full=sky_full, blocks3d=blocks3d)
+              sky_channels=sky_channels, sky_full=sky_full, blocks3d=blocks3d, sky_copy=sky_copy)
     return CompositeEncoder(in_channels, **kw), CompositeDecoder(in_channels, **kw)
 
 
