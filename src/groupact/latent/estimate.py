@@ -28,7 +28,8 @@ guessing silently. (Two identical images are the exception: ĝ = identity scores
 nothing is within a ratio of it, though a symmetric image's half turn fits as well.)
 
 The same searches run on pixels (:func:`estimate_in_images`): the image-space baseline, and the
-accuracy anchor of ``benchmarks/estimate_g.py``.
+accuracy anchor of ``benchmarks/estimate_g.py``. :func:`refine_in_images` polishes a latent
+estimate with the local part of that search (``model.estimate_g(polish=True)``).
 """
 
 from __future__ import annotations
