@@ -145,28 +145,33 @@ def decoded_shares(model: GroupActionAutoencoder, x: Tensor) -> dict[str, float]
         z = model.encode(x[i:i + EVAL_BATCH]).double().sum(0)
         zsum, n = (z if zsum is None else zsum + z), n + min(EVAL_BATCH, len(x) - i)
     zmean = (zsum / n).to(x.dtype)[None]
-    # per drawing: Σ d, Σ d², and Σ ‖d − d(without z_i)‖², Σ ‖d − d(without z_v)‖²
-    acc = {k: [0.0, None, 0.0, 0.0] for k in ("object", "background")}
+    # per drawing: Σ d and Σ d² (its variation), and per half Σ ‖d − d(that half at its mean)‖²
+    acc = {k: {"sq": 0.0, "sum": 0.0, "zi": 0.0, "zv": 0.0} for k in DRAWN_BY}
     for i in range(0, len(x), EVAL_BATCH):
         z = model.encode(x[i:i + EVAL_BATCH])
         m = model.mask_like(z)
         mean = zmean.expand_as(z)          # mix(m, variant part, invariant part)
-        drawn = [_drawings(model, zz) for zz in (z, model.mix(m, z, mean), model.mix(m, mean, z))]
-        for k in acc:
-            d, no_zi, no_zv = (dd[k].double() for dd in drawn)
-            acc[k][0] += float(d.pow(2).sum())
-            acc[k][1] = d.sum(0) if acc[k][1] is None else acc[k][1] + d.sum(0)
-            acc[k][2] += float((d - no_zi).pow(2).sum())
-            acc[k][3] += float((d - no_zv).pow(2).sum())
+        drawn = _drawings(model, z)
+        without = {"zi": _drawings(model, model.mix(m, z, mean)),
+                   "zv": _drawings(model, model.mix(m, mean, z))}
+        for k, a in acc.items():
+            d = drawn[k].double()
+            a["sq"] += float(d.pow(2).sum())
+            a["sum"] = a["sum"] + d.sum(0)
+            for half in ("zi", "zv"):
+                a[half] += float((d - without[half][k].double()).pow(2).sum())
     out = {}
-    for k, (sq, s, lost_zi, lost_zv) in acc.items():
-        variation = sq - float(s.pow(2).sum()) / n
-        out[f"{k}_lost_without_zi"] = lost_zi / variation if variation > 1e-12 else math.nan
-        out[f"{k}_lost_without_zv"] = lost_zv / variation if variation > 1e-12 else math.nan
-        mine, other = (lost_zi, lost_zv) if k == "background" else (lost_zv, lost_zi)
-        key = "background_share_zi" if k == "background" else "object_share_zv"
-        out[key] = mine / (mine + other) if mine + other > 0 else math.nan
+    for k, a in acc.items():
+        variation = a["sq"] - float(a["sum"].pow(2).sum()) / n
+        for half in ("zi", "zv"):
+            out[f"{k}_lost_without_{half}"] = a[half] / variation if variation > 1e-12 else math.nan
+        both, own = a["zi"] + a["zv"], DRAWN_BY[k]
+        out[f"{k}_share_{own}"] = a[own] / both if both > 0 else math.nan
     return out
+
+
+#: each drawing of a parts decoder and the half of the latent that should draw it
+DRAWN_BY = {"object": "zv", "background": "zi"}
 
 
 def _drawings(model: GroupActionAutoencoder, z: Tensor) -> dict[str, Tensor]:
