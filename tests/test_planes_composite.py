@@ -29,11 +29,12 @@ def splits(small_planes):
     return small_planes
 
 
-def composite_model(size: int = 32, channels: int = 4, sky_copy: bool = False
-                    ) -> GroupActionAutoencoder:
+def composite_model(size: int = 32, channels: int = 4, sky_copy: bool = False,
+                    cut_margin: int = 0) -> GroupActionAutoencoder:
     torch.manual_seed(0)
     enc, dec = build_nets("render-composite", NetSpec((3, size, size), channels=channels,
-                                                       widths=(8,), sky_copy=sky_copy))
+                                                       widths=(8,), sky_copy=sky_copy,
+                                                       cut_margin=cut_margin))
     group = build_group("so3")
     return GroupActionAutoencoder.for_input(enc, dec, group, AllVariantMask,
                                             build_action("spatial", group), (3, size, size))
@@ -146,6 +147,52 @@ def test_sky_copy_carries_the_visible_sky_exactly_and_paints_only_the_cut_out():
     with torch.no_grad():
         _, _, drawn = plain.decoder.parts(plain.encode(x))
     assert float((drawn - x).abs().mean()) > 0.05
+
+
+class _FixedCoverage(torch.nn.Module):
+    """Stands in for the encoder's coverage head: the same logit map for every picture."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(h.shape[0], -1, -1, -1)
+
+
+@pytest.mark.parametrize("margin", [0, 2])
+def test_cut_margin_hides_a_ring_around_the_predicted_plane_from_the_sky(margin):
+    """A plane predicted on rows and columns 12..19: with ``cut_margin`` r the copied sky is zero
+    and the cut-out one on 12−r..19+r, a picture changed only there gives the same sky channels,
+    and one changed a pixel further out does not; the coverage term still reads α̂ itself."""
+    model = composite_model(sky_copy=True, cut_margin=margin)
+    logits = torch.full((1, 1, 32, 32), -40.0)
+    logits[..., 12:20, 12:20] = 40.0
+    model.encoder.coverage_out = _FixedCoverage(logits)
+    lo, hi = 12 - margin, 20 + margin
+    x = torch.rand(2, 3, 32, 32)
+    inside, outside = x.clone(), x.clone()
+    inside[..., lo:hi, lo:hi] = torch.rand(2, 3, hi - lo, hi - lo)
+    outside[..., lo - 1, lo:hi] += 0.5
+    co, n_hi = model.encoder.co, model.decoder.n_hi
+    with torch.no_grad():
+        z, z_in, z_out = (model.encode(p) for p in (x, inside, outside))
+        maps = torch.nn.functional.pixel_shuffle(z[:, co:co + n_hi].reshape(2, -1, 8, 8), 4)
+    ring = torch.zeros(32, 32, dtype=torch.bool)
+    ring[lo:hi, lo:hi] = True
+    assert float(maps[:, :3, ring].abs().max()) < 1e-6                # nothing of the picture
+    assert torch.allclose(maps[:, 3, ring], torch.ones(()), atol=1e-6)   # all cut out
+    assert torch.allclose(maps[:, :3, ~ring], x[:, :, ~ring], atol=1e-6)  # the rest copied
+    assert torch.allclose(z_in[:, co:], z[:, co:], atol=1e-6)
+    assert not torch.allclose(z_out[:, co:], z[:, co:], atol=1e-3)
+    assert torch.equal(model.encoder.coverage_logits, logits.expand(2, -1, -1, -1))
+
+
+def test_cut_margin_is_checked():
+    with pytest.raises(ConfigError, match="cut_margin"):
+        build_nets("render-composite", NetSpec((3, 32, 32), channels=4, cut_margin=-1))
+    with pytest.raises(ConfigError, match="cut_margin"):
+        build_nets("render-composite", NetSpec((3, 32, 32), channels=4, cut_margin=5))
 
 
 def test_sky_copy_needs_rgb_pictures():

@@ -20,6 +20,7 @@ from groupact.reproduce.ledger import RUN_LOG, RunSpec
 from groupact.reproduce.runner import reproduce
 from groupact.reproduce.specs import expand_plan
 from groupact.reproduce.workers import run_all
+from groupact.train.trainer import check_loss_fits_model
 from groupact.reproduce.pages import write_tables
 
 #: the input shape each data kind gives a model (to build every planned model without data)
@@ -43,7 +44,8 @@ def test_every_planned_run_resolves_and_builds():
         for dataset in plan.datasets_of(name):
             cfg = plan.config(dataset, name, "full", 0)
             assert cfg.loss.kind in LOSSES
-            model_from_config(cfg, SHAPES[cfg.data.kind])  # nets, mask, action fit together
+            model = model_from_config(cfg, SHAPES[cfg.data.kind])  # nets, mask, action fit
+            check_loss_fits_model(cfg, model)       # and the loss's terms fit the model
     assert plan.methods["plain-ae"].probe_only
     manual = plan.config("rotmnist", "manual", "full", 0)
     assert (manual.model.net, manual.model.mask.kind, manual.loss.kind, manual.pairs.mode,

@@ -43,7 +43,8 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...],
     spec = NetSpec(tuple(input_shape), channels=mc.channels, widths=tuple(mc.widths),
                    latent_dim=mc.latent_dim, fibre=mc.fibre,
                    frequencies=mc.frequencies, blocks=mc.blocks, factor=mc.factor,
-                   ball=mc.ball, out_margin=mc.out_margin, sky_copy=mc.sky_copy)
+                   ball=mc.ball, out_margin=mc.out_margin, sky_copy=mc.sky_copy,
+                   cut_margin=mc.cut_margin)
     entry = net_entry(mc.net)
     with torch.random.fork_rng(devices=[]):   # seeded weights; the caller's RNG left as it was
         torch.manual_seed(cfg.train.seed)

@@ -119,6 +119,7 @@ class ModelConfig:
     out_margin: float = 0.0        # res2d/res3d: output σ stretched by this, clamped to [0, 1]
     sky_copy: bool = False         # render-composite: the background the picture shows is copied
     #                                through the latent as it is; only the cut-out is painted
+    cut_margin: int = 0            # render-composite: the cut-out α̂ grown by this many pixels
     init_output_bias: bool = False  # decoder's last bias at logit(mean training pixel)
     readout: Readout = "invariant"  # features offered downstream: invariant | z | zi | zv
     mask: MaskConfig = field(default_factory=MaskConfig)

@@ -43,6 +43,7 @@ class NetSpec:
     ball: bool = False       # res2d/res3d: mask the latent to the inscribed ball (rotations)
     out_margin: float = 0.0  # res2d/res3d: output σ stretched by this and clamped (0: plain σ)
     sky_copy: bool = False   # render-composite: the visible background copied, the cut-out painted
+    cut_margin: int = 0      # render-composite: the cut-out grown by this many pixels (max-pool)
 
 
 Builder = Callable[[NetSpec], tuple[nn.Module, nn.Module]]
@@ -189,9 +190,13 @@ def _render_composite(spec: NetSpec):
         raise ConfigError(f"model.sky_copy carries the picture's {c} channels and the cut-out in "
                           f"{sky_full} full-resolution maps, so it needs 3-channel pictures; the "
                           f"data has {c} (set model.sky_copy=false)")
+    if not 0 <= spec.cut_margin <= s // 8:
+        raise ConfigError(f"net 'render-composite': model.cut_margin must be a whole number of "
+                          f"pixels from 0 to {s // 8} (side / 8); got {spec.cut_margin}")
     sky_channels = sky_volumes(sky_full, v) + 64 // v     # + 64 low-resolution sky features
     return composite_pair(c, s, width=spec.widths[0], object_channels=spec.channels,
-                          sky_channels=sky_channels, sky_full=sky_full, sky_copy=spec.sky_copy)
+                          sky_channels=sky_channels, sky_full=sky_full, sky_copy=spec.sky_copy,
+                          cut_margin=spec.cut_margin)
 
 
 def _steerable_polar(spec: NetSpec):

@@ -208,11 +208,16 @@ class CompositeEncoder(VolumeLift):
     features of them: the sky the picture shows travels through the latent exactly, so the
     decoder need only paint the cut-out (a learned full-resolution path has to learn to copy,
     and draws a blurred sky until it has).
+
+    ``cut_margin`` grows the cut-out by that many pixels (a max-pool of α̂) before the sky
+    branch reads it: a soft predicted edge lets a thin outline of the old plane through to the
+    copied sky, and a margin keeps it out at the price of a wider in-painted patch. The
+    coverage term still supervises α̂ itself, not the grown cut-out.
     """
 
     def __init__(self, in_channels: int = 3, size: int = 64, width: int = 32,
                  object_channels: int = 16, sky_channels: int = 8, sky_full: int = 4,
-                 blocks3d: int = 1, sky_copy: bool = False):
+                 blocks3d: int = 1, sky_copy: bool = False, cut_margin: int = 0):
         if size % 16:
             raise ValueError(f"image side must be a multiple of 16, got {size}")
         v = size // 4
@@ -234,6 +239,7 @@ class CompositeEncoder(VolumeLift):
             raise ValueError(f"sky_copy carries the {in_channels} picture channels and the "
                              f"cut-out: sky_full must be {in_channels + 1}, got {sky_full}")
         self.sky_copy = sky_copy
+        self.cut_margin = cut_margin
         self.sky_hi = nn.Identity() if sky_copy else nn.Sequential(
             nn.Conv2d(in_channels + 1, 16, 3, 1, 1), nn.SiLU(), nn.Conv2d(16, sky_full, 3, 1, 1))
         self.coverage_logits: Tensor | None = None
@@ -244,11 +250,16 @@ class CompositeEncoder(VolumeLift):
         vol = self.lift(h)
         logits = self.coverage_out(torch.cat([self.coverage_up(h), x], 1))
         self.coverage_logits = logits
-        alpha = torch.sigmoid(logits)
+        alpha = self.cut_out(torch.sigmoid(logits))
         holed = torch.cat([x * (1 - alpha), alpha], 1)
         low = self.sky_low(holed).reshape(B, -1, v, v, v)
         hi = F.pixel_unshuffle(self.sky_hi(holed), 4).reshape(B, -1, v, v, v)
         return torch.cat([vol, hi, low], 1)
+
+    def cut_out(self, alpha: Tensor) -> Tensor:
+        """The region the sky branch does not see: α̂, grown by ``cut_margin`` pixels."""
+        r = self.cut_margin
+        return F.max_pool2d(alpha, 2 * r + 1, 1, r) if r else alpha
 
 
 class CompositeDecoder(SkyPainter):
@@ -311,10 +322,12 @@ class CompositeDecoder(SkyPainter):
 
 def composite_pair(in_channels: int, size: int, width: int = 32, object_channels: int = 16,
                    sky_channels: int = 8, sky_full: int = 4, blocks3d: int = 1,
-                   sky_copy: bool = False) -> tuple[CompositeEncoder, CompositeDecoder]:
+                   sky_copy: bool = False,
+                   cut_margin: int = 0) -> tuple[CompositeEncoder, CompositeDecoder]:
     kw = dict(size=size, width=width, object_channels=object_channels,
               sky_channels=sky_channels, sky_full=sky_full, blocks3d=blocks3d, sky_copy=sky_copy)
-    return CompositeEncoder(in_channels, **kw), CompositeDecoder(in_channels, **kw)
+    return (CompositeEncoder(in_channels, cut_margin=cut_margin, **kw),
+            CompositeDecoder(in_channels, **kw))
 
 
 __all__ = ["CompositeDecoder", "CompositeEncoder", "RenderDecoder", "RenderEncoder",

@@ -80,6 +80,16 @@ def _quiet(*_args: Any) -> None:
     """The log of ranks other than 0."""
 
 
+
+def check_loss_fits_model(cfg: Config, model: GroupActionAutoencoder) -> None:
+    """Refuse, before any step, loss terms the model cannot give: the coverage term needs a net
+    that predicts coverage, the homomorphism term a learned action."""
+    if cfg.loss.coverage:
+        check_coverage_net(model)
+    if cfg.loss.hom and not hasattr(model.action, "homomorphism_penalty"):
+        raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
+                          f"this recipe's action is {cfg.model.action.kind}")
+
 class Trainer:
     """Owns one run: data, model, optimiser, where training stands, and its run folder's files.
 
@@ -116,11 +126,7 @@ class Trainer:
         self.loss_fn = get_loss(cfg.loss.kind)
         self.weights = LossWeights(cfg.loss.recon, cfg.loss.inv, cfg.loss.const,
                                    cfg.loss.relative, cfg.loss.hom, cfg.loss.coverage)
-        if cfg.loss.coverage:
-            check_coverage_net(self.model)
-        if cfg.loss.hom and not hasattr(self.model.action, "homomorphism_penalty"):
-            raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
-                              f"this recipe's action is {cfg.model.action.kind}")
+        check_loss_fits_model(cfg, self.model)
         if cfg.loss.hom:
             self.loss_fn = with_homomorphism(self.loss_fn)
         #: the element each step trains with: the pair's g, or the model's estimate of it
