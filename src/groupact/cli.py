@@ -157,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "ones) and write OUT/RESULTS.md, results.csv, summary.csv "
                                    "and index.html. See docs/REPRODUCE.md.")
     q.add_argument("--budget", default="quick",
-                   help="quick (short schedules: about 4 hours on 2 CPU cores, 2 with "
+                   help="quick (short schedules: about 5 hours on 2 CPU cores, 3 with "
                         "--no-ablations; docs/REPRODUCE.md), full (the recipes' own settings) "
                         "or tiny (seconds a run, for checks); default quick")
     q.add_argument("--datasets", help="comma-separated dataset names (default: all)")
