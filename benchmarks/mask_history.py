@@ -11,26 +11,21 @@ evaluation (`groupact.evaluate.figures.mask_over_epochs`).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from groupact.evaluate.figures import mask_over_epochs
-
-
-def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The epoch rows of a run's metrics.jsonl that carry the mask (step rows have none)."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if line.strip()]
-    return [r for r in rows if "mask" in r and "mask_fraction" in r]
+from groupact.evaluate.report import read_history
 
 
 def joined(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """Every stage's epoch rows, in order, with epochs numbered across the stages."""
+    """Every stage's epoch records that carry a learned mask (read and checked as the
+    evaluation reads them), in order, with epochs numbered across the stages."""
     out: list[dict[str, Any]] = []
     for run in run_dirs:
-        for row in epoch_records(run):
-            out.append({**row, "epoch": len(out) + 1})
+        for row in read_history(run):
+            if "mask" in row:
+                out.append({**row, "epoch": len(out) + 1})
     return out
 
 

@@ -8,11 +8,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_folder(path: Path, masks: list[list[int]]) -> Path:
+def _run_folder(path: Path, masks: list[list[int]] | None, epochs: int = 0) -> Path:
+    """A run folder whose training log has one record per epoch: with these masks, or
+    ``epochs`` records of a run without a learned mask (masks None)."""
     path.mkdir()
-    rows = [{"epoch": 1, "step": 3, "train_loss": 1.0}]            # a step row: no mask
-    rows += [{"epoch": i + 1, "mask": m, "mask_fraction": sum(m) / len(m)}
-             for i, m in enumerate(masks)]
+    rows = ([{"epoch": i + 1, "step": 3 * (i + 1), "mask": m, "mask_fraction": sum(m) / len(m)}
+             for i, m in enumerate(masks)] if masks is not None
+            else [{"epoch": i + 1, "step": 3 * (i + 1), "train_loss": 1.0}
+                  for i in range(epochs)])
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -34,9 +37,7 @@ def test_mask_history_joins_the_stages_of_a_model_in_order(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "3 epochs" in done.stdout and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "metrics.jsonl").write_text("")
+    empty = _run_folder(tmp_path / "fixed-mask", None, epochs=2)
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mask_history.py"),
                            str(empty), "--out", str(tmp_path / "none.png")],
                           capture_output=True, text=True)

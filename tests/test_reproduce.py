@@ -14,13 +14,12 @@ from groupact.build import model_from_config
 from groupact.cli import main
 from groupact.config import load_config
 from groupact.errors import ConfigError, GroupactError
-from groupact.losses import LOSSES
+from groupact.losses import LOSSES, check_loss_fits_model
 from groupact.reproduce.plan import bundled_plan_text, load_plan, parse_plan
 from groupact.reproduce.ledger import RUN_LOG, RunSpec
 from groupact.reproduce.runner import reproduce
 from groupact.reproduce.specs import expand_plan
 from groupact.reproduce.workers import run_all
-from groupact.train.trainer import check_loss_fits_model
 from groupact.reproduce.pages import write_tables
 
 #: the input shape each data kind gives a model (to build every planned model without data)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ from groupact.data.pairs import PairBatch
 from groupact.errors import ConfigError
 from groupact.registry import Registry
 from groupact.model import GroupActionAutoencoder
+
+if TYPE_CHECKING:
+    from groupact.config import Config
 
 
 @dataclass
@@ -73,6 +77,16 @@ def check_coverage_net(model: GroupActionAutoencoder) -> None:
     predicted coverage and the decoder's drawn alpha."""
     if not (hasattr(model.encoder, "coverage_logits") and hasattr(model.decoder, "alpha_logits")):
         raise ConfigError(_COVERAGE_NEEDS)
+
+
+def check_loss_fits_model(cfg: Config, model: GroupActionAutoencoder) -> None:
+    """Refuse, before any step, loss terms the model cannot give: the coverage term needs a net
+    that predicts coverage, the homomorphism term a learned action."""
+    if cfg.loss.coverage:
+        check_coverage_net(model)
+    if cfg.loss.hom and not hasattr(model.action, "homomorphism_penalty"):
+        raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
+                          f"this recipe's action is {cfg.model.action.kind}")
 
 
 def _alpha_bce(module: torch.nn.Module, attr: str, alpha: Tensor | None) -> Tensor:

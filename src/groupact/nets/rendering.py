@@ -96,11 +96,14 @@ class SkyPainter(nn.Module):
         self.sky_out = nn.Sequential(nn.Conv2d(16 + sky_full, 16, 3, 1, 1), nn.SiLU(),
                                      nn.Conv2d(16, out_channels, 3, 1, 1))
 
-    def paint_sky(self, z: Tensor) -> Tensor:
+    def full_res_maps(self, z: Tensor) -> Tensor:
+        """The full-resolution sky maps, unpacked from their fibres: (B, sky_full, S, S)."""
         B, v = z.shape[0], self.v
-        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
-        low = z[:, self.co + self.n_hi:].reshape(B, -1, v, v)
-        return self.out(self.sky_out(torch.cat([self.sky_up(low), hi], 1)))
+        return F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
+
+    def paint_sky(self, z: Tensor) -> Tensor:
+        low = z[:, self.co + self.n_hi:].reshape(z.shape[0], -1, self.v, self.v)
+        return self.out(self.sky_out(torch.cat([self.sky_up(low), self.full_res_maps(z)], 1)))
 
 
 class RenderEncoder(VolumeLift):
@@ -310,8 +313,7 @@ class CompositeDecoder(SkyPainter):
         """The sky of a ``sky_copy`` latent: its copy of the picture's sky where the picture
         showed it, the painted sky in the cut-out α̂ (the copy is x·(1 − α̂), so the two add
         up)."""
-        B, v = z.shape[0], self.v
-        hi = F.pixel_shuffle(z[:, self.co:self.co + self.n_hi].reshape(B, -1, v, v), 4)
+        hi = self.full_res_maps(z)
         copy, cut = hi[:, :-1], hi[:, -1:]
         return (copy + cut * self.paint_sky(z)).clamp(0, 1)
 

@@ -35,7 +35,7 @@ from groupact.evaluate.metrics import psnr
 from groupact.evaluate.probe import check_probe_labels
 from groupact.io import append_jsonl, atomic_copy, atomic_write_json, load_checkpoint, \
     save_checkpoint
-from groupact.losses import LossWeights, check_coverage_net, get_loss, with_homomorphism
+from groupact.losses import LossWeights, check_loss_fits_model, get_loss, with_homomorphism
 from groupact.model import GroupActionAutoencoder
 from groupact.nets import init_output_bias
 from groupact.runs import RunPaths, check_net_version
@@ -79,16 +79,6 @@ def signal_name(signum: int) -> str:
 def _quiet(*_args: Any) -> None:
     """The log of ranks other than 0."""
 
-
-
-def check_loss_fits_model(cfg: Config, model: GroupActionAutoencoder) -> None:
-    """Refuse, before any step, loss terms the model cannot give: the coverage term needs a net
-    that predicts coverage, the homomorphism term a learned action."""
-    if cfg.loss.coverage:
-        check_coverage_net(model)
-    if cfg.loss.hom and not hasattr(model.action, "homomorphism_penalty"):
-        raise ConfigError(f"loss.hom={cfg.loss.hom} applies to model.action.kind=learned; "
-                          f"this recipe's action is {cfg.model.action.kind}")
 
 class Trainer:
     """Owns one run: data, model, optimiser, where training stands, and its run folder's files.
